@@ -1,0 +1,639 @@
+"""RuntimeContext: the object a plugin job logs through, writing into a run directory.
+
+`open_run()` starts a run and gives its context; `attach_run()` gives another process
+(a Ray worker, a subprocess) a context writing into an existing run with a writer of
+its own. Every call of the Synapse SDK's RuntimeContext works as documented there
+(`category=` and the newer `step=`, `context=` and the newer `level=`).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final
+
+import orjson
+
+from . import __version__
+from .env import PluginEnvironment, mask_secrets
+from .errors import FinishedLoggerError, RunDirectoryError, RunstoreWarning
+from .format import (
+    EVENTS,
+    METRICS,
+    PROGRESS,
+    LogLevel,
+    RunManifest,
+    load_run_manifest,
+    utc_now,
+)
+from .segments import JsonText
+from .writer import RunWriter, WriterOptions
+
+__all__ = ["RunLogger", "RuntimeContext", "attach_run", "open_run"]
+
+_PLAIN: Final = frozenset({float, int, str, bool, type(None)})
+_LEVELS: Final = frozenset(level.value for level in LogLevel)
+_JSON_OPTIONS: Final = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+_WAKE_MASK: Final = 0xFFFF  # ask for an early write every 65,536 records
+COMPLETE_MESSAGE: Final = "Plugin run is complete."
+
+
+def _repr_with_warning(value: object) -> str:
+    warnings.warn(
+        f"runstore: {type(value).__name__} value is not JSON-serialisable; stored as its "
+        f"repr {repr(value)[:80]!r}",
+        RunstoreWarning,
+        stacklevel=4,
+    )
+    return repr(value)
+
+
+def _json_text(data: object) -> JsonText:
+    """`data` as JSON now, so later changes by the job cannot alter what was logged."""
+    try:
+        return JsonText(orjson.dumps(data, option=_JSON_OPTIONS, default=_repr_with_warning))
+    except (TypeError, orjson.JSONEncodeError):  # ints beyond 64 bits, very deep nesting
+        import json
+
+        return JsonText(json.dumps(data, default=_repr_with_warning, allow_nan=False).encode())
+
+
+def _freeze_metric(value: object) -> object:
+    """A metric value the writer can encode: plain scalars as they are, numpy scalars
+    as Python scalars, anything else as JSON text."""
+    if type(value) in _PLAIN:
+        return value
+    if type(value).__module__ == "numpy" and getattr(value, "shape", None) == ():
+        return value.item()  # type: ignore[attr-defined]
+    for base in (bool, int, float, str):  # subclasses: IntEnum, numpy.float64, StrEnum
+        if isinstance(value, base):
+            return base(value)
+    return _json_text(value)
+
+
+def _check_category(category: object, what: str) -> str:
+    if type(category) is not str:
+        raise TypeError(f"{what} must be a string, got {type(category).__name__}")
+    if not category:
+        raise ValueError(f"{what} must not be empty")
+    return category
+
+
+def _check_level(level: object) -> str:
+    text = level.value if isinstance(level, LogLevel) else level
+    if text not in _LEVELS:
+        raise ValueError(f"unknown level {level!r}; use one of: {', '.join(sorted(_LEVELS))}")
+    return str(text)
+
+
+class _Workflow:
+    """Step weights of the running workflow, for the weighted overall progress."""
+
+    def __init__(self, weights: Mapping[str, float]) -> None:
+        self.weights = dict(weights)
+        self.total = sum(self.weights.values()) or 1.0
+        self.done: dict[str, float] = {}
+        self.overall = 0.0
+
+    def update(self, step: str, fraction: float) -> float:
+        if step in self.weights:
+            self.done[step] = min(max(fraction, 0.0), 1.0)
+            weighted = sum(self.weights[s] * f for s, f in self.done.items())
+            self.overall = max(self.overall, round(weighted / self.total * 100, 2))
+        return self.overall
+
+
+class RunLogger:
+    """Writes a run's records; the counterpart of the Synapse SDK's `BaseLogger`.
+
+    `RuntimeContext` delegates to it. Methods raise `FinishedLoggerError` (a
+    `RuntimeError`) after `finish()`; storage faults never raise here.
+    """
+
+    def __init__(self, writer: RunWriter) -> None:
+        self.writer = writer
+        self._step: str | None = None
+        self._step_order: int | None = None
+        self._finished = False
+        self._latest_metrics: dict[str, dict[str, Any]] = {}
+        self._progress: dict[str | None, dict[str, Any]] = {}
+        self._started: dict[str | None, float] = {}
+        self._workflow: _Workflow | None = None
+        # Bound once: the hot path is two attribute-free calls.
+        self._next_seq: Callable[[], int] = writer.seq.__next__
+        self._append_metrics = writer.buffers[METRICS].records.append
+        self._append_mixed_metrics = writer.buffers[METRICS].mixed.append
+        self._append_progress = writer.buffers[PROGRESS].records.append
+        self._append_event = writer.buffers[EVENTS].records.append
+
+    # -- steps -------------------------------------------------------------------------
+
+    def set_step(self, step: str | None, order: int | None = None) -> None:
+        """Make `step` the category of records that name none."""
+        self._step = step
+        self._step_order = order
+
+    def get_step(self) -> str | None:
+        return self._step
+
+    def begin_workflow(self, weights: Mapping[str, float]) -> None:
+        """Weights of the steps about to run; progress then carries the overall percent."""
+        self._workflow = _Workflow(weights)
+
+    def complete_step(self, step: str) -> None:
+        """Report `step` as 100% done (a finished or skipped step)."""
+        last = self._progress.get(step)
+        total = last["total"] if last else 1
+        self.set_progress(total, total, step)
+
+    # -- records -----------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._finished:
+            raise FinishedLoggerError(
+                "Cannot log to a finished logger: end_log() was already called for run "
+                f"{self.writer.run_id}"
+            )
+
+    def log(
+        self,
+        level: str | LogLevel,
+        event: str,
+        data: Mapping[str, Any] | None,
+        file: str | os.PathLike[str] | None = None,
+        step: str | None = None,
+    ) -> None:
+        """Record an event. `data` is serialised now (later changes do not alter it);
+        values JSON cannot hold are stored as their repr, with a `RunstoreWarning`."""
+        self._check_open()
+        if type(event) is not str or not event:
+            raise ValueError(f"event must be a non-empty string, got {event!r}")
+        if not isinstance(data, Mapping):
+            raise TypeError(f"data of event {event!r} must be a dict, got {type(data).__name__}")
+        level_text = _check_level(level)
+        category = self._step if step is None else step
+        payload = _json_text(dict(data))
+        seq = self._next_seq()
+        attachment = None
+        file_text = None
+        if file is not None:
+            file_text = os.fspath(file)
+            if os.path.exists(file_text):
+                attachment = self.writer.attach(file_text, seq)
+            else:
+                warnings.warn(
+                    f"runstore: file {file_text!r} of event {event!r} does not exist; the "
+                    "event is logged with its path but nothing is copied into the run",
+                    RunstoreWarning,
+                    stacklevel=3,
+                )
+        self._append_event(
+            (time.time_ns(), seq, event, level_text, category, payload, file_text, attachment)
+        )
+
+    def message(self, content: str, level: str | LogLevel = LogLevel.INFO, **extra: Any) -> None:
+        self.log(level, "message", {"content": content, **extra})
+
+    def debug(self, message: str) -> None:
+        self.message(message, LogLevel.DEBUG)
+
+    def info(self, message: str) -> None:
+        self.message(message, LogLevel.INFO)
+
+    def warning(self, message: str) -> None:
+        self.message(message, LogLevel.WARNING)
+
+    def error(self, message: str) -> None:
+        self.message(message, LogLevel.ERROR)
+
+    def critical(self, message: str) -> None:
+        self.message(message, LogLevel.CRITICAL)
+
+    def set_progress(self, current: float, total: float, step: str | None = None) -> None:
+        """Progress of `step` (default: the current step, else the default category).
+
+        `ValueError` unless `total > 0` and `0 <= current <= total`.
+        """
+        self._check_open()
+        for name, number in (("current", current), ("total", total)):
+            if isinstance(number, bool) or not isinstance(number, int | float):
+                raise TypeError(f"{name} must be a number, got {type(number).__name__}")
+        if not total > 0:
+            raise ValueError(f"total must be > 0, got {total}")
+        if not 0 <= current <= total:
+            raise ValueError(f"current must be between 0 and total ({total}), got {current}")
+        category = self._step if step is None else step
+        if category is not None:
+            _check_category(category, "step/category")
+        now = time.monotonic()
+        started = self._started.get(category)
+        if started is None or current == 0:
+            started = self._started[category] = now
+        elapsed = round(now - started, 6)
+        remaining = round(elapsed / current * (total - current), 6) if current > 0 else None
+        percent = round(current / total * 100, 2)
+        status = "completed" if current == total else "running"
+        self._write_progress(category, float(current), float(total), percent, elapsed,
+                             remaining, status)  # fmt: skip
+
+    def set_progress_failed(self, step: str | None = None) -> None:
+        """Mark the progress of `step` (default: current step) as failed."""
+        self._check_open()
+        category = self._step if step is None else step
+        last = self._progress.get(category) or {"current": 0.0, "total": 1.0, "percent": 0.0}
+        started = self._started.get(category)
+        elapsed = round(time.monotonic() - started, 6) if started is not None else None
+        self._write_progress(category, last["current"], last["total"], last["percent"],
+                             elapsed, None, "failed")  # fmt: skip
+
+    def _write_progress(
+        self,
+        category: str | None,
+        current: float,
+        total: float,
+        percent: float,
+        elapsed: float | None,
+        remaining: float | None,
+        status: str,
+    ) -> None:
+        workflow = self._workflow
+        overall = None
+        if workflow is not None and category is not None:
+            overall = workflow.update(category, current / total)
+        self._progress[category] = {
+            "current": current,
+            "total": total,
+            "percent": percent,
+            "elapsed": elapsed,
+            "time_remaining": remaining,
+            "status": status,
+            "overall": overall,
+        }
+        self._append_progress(
+            (time.time_ns(), self._next_seq(), category, current, total, percent, elapsed,
+             remaining, status, overall)
+        )  # fmt: skip
+
+    def set_metrics(
+        self, value: Mapping[str, Any], category: str | None = None, *, step: str | None = None
+    ) -> None:
+        """Record metric values of a category (`step=` is the SDK's newer name; default:
+        the current step): the full history, and the merged latest values per category.
+
+        The hot path, guarded by benchmarks/bench_logging.py: validate, copy, append one
+        tuple to the writer's deque. Values keep their type; see docs/format.md.
+        """
+        if self._finished:
+            self._check_open()
+        if category is None:
+            category = self._step if step is None else step
+            if category is None:
+                raise ValueError("set_metrics needs a category (step): none given, no current step")
+        if type(category) is not str or not category:
+            _check_category(category, "category")
+        if type(value) is not dict:
+            if not isinstance(value, Mapping):
+                raise TypeError(f"metrics value must be a dict, got {type(value).__name__}")
+            value = dict(value)
+        # Tuples of floats and strings: a snapshot the GC stops tracking, unlike a dict.
+        keys = tuple(value)
+        values = tuple(value.values())
+        append = self._append_metrics  # all floats: the writer converts them in C
+        for item in values:
+            if type(item) is not float:
+                values = tuple(map(_freeze_metric, values))
+                append = self._append_mixed_metrics
+                break
+        latest = self._latest_metrics.get(category)
+        if latest is None:
+            latest = self._latest_metrics[category] = {}
+        latest.update(value)
+        seq = self._next_seq()
+        append((time.time_ns(), seq, category, keys, values))
+        if not seq & _WAKE_MASK:
+            self.writer.wake()
+
+    def get_progress(self, step: str | None = None) -> dict[str, Any] | None:
+        """The last progress of `step` (default: current step), or None."""
+        found = self._progress.get(self._step if step is None else step)
+        return None if found is None else dict(found)
+
+    def get_metrics(self, step: str | None = None) -> dict[str, Any]:
+        """Latest values of one step, or of every step as {step: {key: value}}."""
+        if step is not None:
+            return dict(self._latest_metrics.get(step, {}))
+        return {name: dict(values) for name, values in self._latest_metrics.items()}
+
+    # -- ending ------------------------------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    def finish(self, status: str = "completed", error: str | None = None) -> None:
+        """Stop logging and end the run (if this logger's writer owns it); records flush."""
+        if self._finished:
+            return
+        self._finished = True
+        self.writer.update_manifest(status=status, error=error, ended_at=utc_now())
+        self.writer.flush()
+
+    def flush(self) -> None:
+        self.writer.flush()
+
+    def close(self) -> None:
+        """Finish (as completed if nothing ended the run) and close the writer."""
+        self.writer.close(status="completed")
+
+
+def _new_run_id() -> str:
+    return f"{datetime.now().strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
+
+
+def _jsonable(value: Any) -> Any:
+    return orjson.loads(orjson.dumps(value, option=_JSON_OPTIONS, default=_repr_with_warning))
+
+
+class RuntimeContext:
+    """What a plugin job logs through: progress, metrics, messages, events.
+
+    Methods follow the Synapse SDK's `RuntimeContext`; records go to the run directory
+    `run_dir` through a background writer, so calls return in about a microsecond.
+    Use it as a context manager (or call `end_log()` and `close()`): leaving the block
+    normally completes the run, an exception fails it.
+    """
+
+    def __init__(
+        self,
+        logger: RunLogger,
+        *,
+        env: PluginEnvironment | None = None,
+        job_id: str | None = None,
+        checkpoint: dict[str, Any] | None = None,
+        language: str | None = None,
+        client: Any = None,
+        agent_client: Any = None,
+    ) -> None:
+        self.logger = logger
+        self.env = env if env is not None else PluginEnvironment()
+        self.job_id = job_id
+        self.checkpoint = checkpoint
+        self.language = language
+        self.client = client
+        self.agent_client = agent_client
+        # The hot path: one call frame less than delegating (same signature, same docs).
+        self.set_metrics = logger.set_metrics  # type: ignore[method-assign]
+
+    @property
+    def run_dir(self) -> Path:
+        return self.logger.writer.run_dir
+
+    @property
+    def run_id(self) -> str:
+        return self.logger.writer.run_id
+
+    @property
+    def writer_id(self) -> str:
+        return self.logger.writer.writer_id
+
+    def __repr__(self) -> str:
+        return f"RuntimeContext(run_dir={str(self.run_dir)!r}, job_id={self.job_id!r})"
+
+    # -- the seed API, with the newer SDK spellings -------------------------------------
+
+    def set_progress(
+        self, current: float, total: float, category: str | None = None, *, step: str | None = None
+    ) -> None:
+        """Progress `current` of `total` for a category (`step=` is the newer name)."""
+        self.logger.set_progress(current, total, category if category is not None else step)
+
+    def set_progress_failed(self, category: str | None = None, *, step: str | None = None) -> None:
+        self.logger.set_progress_failed(category if category is not None else step)
+
+    def set_metrics(
+        self,
+        value: Mapping[str, Any],
+        category: str | None = None,
+        *,
+        step: str | None = None,
+    ) -> None:
+        """Metric values of a category (`step=` is the newer name); see RunLogger.
+
+        Each context binds this name to its logger's `set_metrics` directly.
+        """
+        self.logger.set_metrics(value, category, step=step)
+
+    def log(
+        self,
+        event: str,
+        data: Mapping[str, Any],
+        file: str | os.PathLike[str] | None = None,
+        level: str | LogLevel = LogLevel.INFO,
+        *,
+        step: str | None = None,
+    ) -> None:
+        """An event with data; `file` is copied into the run's attachments."""
+        self.logger.log(level, event, data, file, step)
+
+    def log_message(
+        self,
+        message: str | Mapping[str, str],
+        context: str | LogLevel | None = None,
+        *,
+        level: str | LogLevel | None = None,
+        language: str | None = None,
+        **format_args: Any,
+    ) -> None:
+        """A user-facing message: info (blue), success (green), warning (yellow), danger
+        (red), or debug/error/critical. `message` may be {language: template}."""
+        chosen = level if level is not None else context
+        if isinstance(message, Mapping):
+            lang = language or self.language or self.env.get("SYNAPSE_LANGUAGE") or "en"
+            template = message.get(lang) or message.get("en") or next(iter(message.values()), "")
+            text = str(template).format(**format_args) if format_args else str(template)
+            self.logger.message(text, chosen or LogLevel.INFO, i18n=dict(message), language=lang)
+            return
+        if not isinstance(message, str):
+            raise TypeError(f"message must be a string or a dict, got {type(message).__name__}")
+        text = message.format(**format_args) if format_args else message
+        self.logger.message(text, chosen or LogLevel.INFO)
+
+    def log_dev_event(self, message: str, data: Mapping[str, Any] | None = None) -> None:
+        """A developer's event (level debug), hidden from end users by default."""
+        if data is not None and not isinstance(data, Mapping):
+            raise TypeError(f"data must be a dict or None, got {type(data).__name__}")
+        self.logger.log(LogLevel.DEBUG, "dev_event", {"message": message, "data": data})
+
+    def log_metric(self, category: str, key: str, value: Any, **metrics: Any) -> None:
+        """One metric (and more as keywords) of a category: an event and metric values."""
+        _check_category(category, "category")
+        values = {key: value, **metrics}
+        self.logger.log(LogLevel.INFO, "metric", {"category": category, **values})
+        self.logger.set_metrics(values, category)
+
+    def log_visualization(
+        self, category: str, group: str, index: int, image: str | os.PathLike[str], **meta: Any
+    ) -> None:
+        """An image of a category/group; the image file is copied into the run."""
+        _check_category(category, "category")
+        data = {"category": category, "group": group, "index": index, **meta}
+        self.logger.log(LogLevel.INFO, "visualization", data, image)
+
+    def log_trials(
+        self,
+        data: Mapping[str, Any] | None = None,
+        *,
+        trials: Any = None,
+        base: Any = None,
+        hyperparameters: Any = None,
+        metrics: Any = None,
+        best_trial: Any = None,
+    ) -> None:
+        """A Ray Tune trials table (`trials`, column lists, and the best trial)."""
+        fields = {
+            "trials": trials,
+            "base": base,
+            "hyperparameters": hyperparameters,
+            "metrics": metrics,
+            "best_trial": best_trial,
+        }
+        payload = dict(data or {})
+        payload.update({k: v for k, v in fields.items() if v is not None})
+        self.logger.log(LogLevel.INFO, "trials", payload)
+
+    def end_log(self) -> None:
+        """Log 'Plugin run is complete.' and complete the run; later logging raises."""
+        self.logger.message(COMPLETE_MESSAGE, LogLevel.INFO)
+        self.logger.finish("completed")
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Write every record logged so far to disk now."""
+        self.logger.flush()
+
+    def fail(self, error: str) -> None:
+        """End the run as failed with `error` (a danger message is logged)."""
+        if not self.logger.finished:
+            self.logger.message(error, LogLevel.DANGER)
+            self.logger.finish("failed", error)
+
+    def close(self) -> None:
+        """Flush, seal every segment and release the writer. Idempotent."""
+        self.logger.close()
+
+    def __enter__(self) -> RuntimeContext:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if kind is not None and not self.logger.finished:
+            self.fail(f"{kind.__name__}: {value}")
+        elif not self.logger.finished and self.logger.writer.manifest is not None:
+            self.end_log()
+        self.close()
+
+
+def open_run(
+    root: str | os.PathLike[str],
+    *,
+    plugin: str | None = None,
+    action: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    job_id: str | None = None,
+    env: PluginEnvironment | Mapping[str, Any] | None = None,
+    checkpoint: dict[str, Any] | None = None,
+    language: str | None = None,
+    run_id: str | None = None,
+    options: WriterOptions | None = None,
+) -> RuntimeContext:
+    """Start a run in a new directory under `root` and return its context.
+
+    `env` defaults to this process's environment (recorded in `run.json` with
+    secret-looking values masked). Raises `RunDirectoryError` if the run cannot be
+    created (root not writable, run id taken).
+    """
+    run_id = run_id or _new_run_id()
+    if not run_id or "/" in run_id or run_id.startswith("."):
+        raise RunDirectoryError(f"run id {run_id!r} is not a valid directory name")
+    plugin_env = (
+        env if isinstance(env, PluginEnvironment)
+        else PluginEnvironment(env) if env is not None
+        else PluginEnvironment.from_environ()
+    )  # fmt: skip
+    base = Path(root)
+    run_dir = base / run_id
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        run_dir.mkdir()
+    except FileExistsError:
+        raise RunDirectoryError(f"{run_dir}: a run with this id already exists") from None
+    except OSError as exc:
+        raise RunDirectoryError(
+            f"cannot create run directory {run_dir}: {exc.strerror or exc}"
+        ) from None
+    writer_options = options or WriterOptions()
+    from .writer import new_writer_id
+
+    writer_id = new_writer_id()
+    manifest = RunManifest(
+        run_id=run_id,
+        job_id=job_id,
+        plugin=plugin,
+        action=action,
+        params=_jsonable(dict(params or {})),
+        env=mask_secrets(plugin_env),
+        checkpoint=_jsonable(checkpoint) if checkpoint is not None else None,
+        language=language,
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        writer_id=writer_id,
+        started_at=utc_now(),
+        runstore_version=__version__,
+    )
+    writer = RunWriter(
+        run_dir, run_id, manifest=manifest, writer_id=writer_id, options=writer_options
+    )
+    return RuntimeContext(
+        RunLogger(writer),
+        env=plugin_env,
+        job_id=job_id,
+        checkpoint=checkpoint,
+        language=language,
+    )
+
+
+def attach_run(
+    run_dir: str | os.PathLike[str],
+    *,
+    env: PluginEnvironment | Mapping[str, Any] | None = None,
+    options: WriterOptions | None = None,
+) -> RuntimeContext:
+    """A context that writes into an existing run with a writer of its own.
+
+    For other processes of the same job (Ray workers, subprocesses): records are
+    attributed to the new writer; ending it does not end the run, which stays the
+    business of the process that opened it.
+    """
+    path = Path(run_dir)
+    manifest = load_run_manifest(path)
+    writer = RunWriter(path, manifest.run_id, options=options)
+    plugin_env = env if isinstance(env, PluginEnvironment) else PluginEnvironment(env or {})
+    return RuntimeContext(
+        RunLogger(writer),
+        env=plugin_env,
+        job_id=manifest.job_id,
+        checkpoint=manifest.checkpoint,
+        language=manifest.language,
+    )

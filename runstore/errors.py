@@ -1,0 +1,70 @@
+"""Exceptions raised by runstore.
+
+Every error names what was wrong, where, and what to do about it. All derive from
+`RunstoreError` so a caller can catch runstore's failures in one place.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "FinishedLoggerError",
+    "FormatVersionError",
+    "ManifestError",
+    "RunDirectoryError",
+    "RunstoreError",
+    "RunstoreWarning",
+    "SegmentError",
+    "StepFailedError",
+]
+
+
+class RunstoreError(Exception):
+    """Base of every error runstore raises on purpose."""
+
+
+class RunDirectoryError(RunstoreError):
+    """A run directory cannot be created or opened (missing, not writable, not a run).
+
+    Raised when a run starts, never in the middle of a job: storage faults after a run
+    has started are reported in the run and on stderr instead.
+    """
+
+
+class ManifestError(RunstoreError):
+    """A `run.json` or writer manifest is missing, unreadable or malformed."""
+
+
+class FormatVersionError(RunstoreError):
+    """A run was written by a newer runstore whose format this version cannot read."""
+
+
+class SegmentError(RunstoreError):
+    """A stream segment holds data that is not in the documented format.
+
+    Readers do not raise it for a torn last line (the normal result of a crash); they
+    collect it as a problem of the run and keep reading the rest.
+    """
+
+
+class FinishedLoggerError(RunstoreError, RuntimeError):
+    """Logging was attempted after `end_log()` (or after the run was closed).
+
+    A `RuntimeError` too, as in the Synapse SDK ("Cannot log to a finished logger").
+    """
+
+
+class StepFailedError(RunstoreError, RuntimeError):
+    """A workflow step failed; the orchestrator rolled back the steps already executed.
+
+    A `RuntimeError` too, with the SDK's message: "Step '<name>' failed: <error>".
+    """
+
+    def __init__(self, step: str, error: str) -> None:
+        super().__init__(f"Step '{step}' failed: {error}")
+        self.step = step
+        self.error = error
+
+
+class RunstoreWarning(UserWarning):
+    """Something was logged in a changed form (a value stored as its repr, a missing
+    attachment), or a call is deprecated. The record is kept; the warning says how."""

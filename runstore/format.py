@@ -1,0 +1,280 @@
+"""The on-disk contract of a run directory, format version 1 (see docs/format.md).
+
+Every reader and writer takes file names, schemas and manifest models from here; no
+other module spells a file name or a column list.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Final, Literal, TypeVar
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import FormatVersionError, ManifestError
+
+__all__ = [
+    "ATTACHMENTS_DIR",
+    "EVENTS",
+    "FORMAT_VERSION",
+    "METRICS",
+    "PROGRESS",
+    "RECORD_FIELDS",
+    "RUN_MANIFEST",
+    "SCHEMAS",
+    "STREAMS",
+    "STREAMS_DIR",
+    "WRITERS_DIR",
+    "LogLevel",
+    "RunManifest",
+    "RunStatus",
+    "SegmentName",
+    "WriterManifest",
+    "check_format_version",
+    "is_run_dir",
+    "load_run_manifest",
+    "load_writer_manifest",
+    "utc_now",
+]
+
+FORMAT_VERSION: Final = 1
+
+RUN_MANIFEST: Final = "run.json"
+WRITERS_DIR: Final = "writers"
+STREAMS_DIR: Final = "streams"
+ATTACHMENTS_DIR: Final = "attachments"
+
+EVENTS: Final = "events"
+PROGRESS: Final = "progress"
+METRICS: Final = "metrics"
+STREAMS: Final = (EVENTS, PROGRESS, METRICS)
+
+LIVE_SUFFIX: Final = ".jsonl"
+SEALED_SUFFIX: Final = ".parquet"
+
+#: Seconds between a live writer's heartbeats in its writer manifest.
+HEARTBEAT_SECONDS: Final = 2.0
+#: A writer on another host whose heartbeat is older than this is taken as dead.
+CRASH_TIMEOUT_SECONDS: Final = 30.0
+
+RunStatus = Literal["running", "completed", "failed", "crashed"]
+
+
+class LogLevel(StrEnum):
+    """Levels of events and messages, as the Synapse SDK names them."""
+
+    DEBUG = "debug"
+    INFO = "info"
+    SUCCESS = "success"
+    WARNING = "warning"
+    DANGER = "danger"
+    ERROR = "error"
+    CRITICAL = "critical"
+
+
+# A record, as the context hands it to the writer, is a tuple of these fields; in a live
+# (JSONL) segment each data line is a JSON array of such records (one line per flush).
+# A metrics record holds parallel `keys` and `values` arrays (tuples in memory: no dict
+# for the garbage collector to scan) and may carry a 6th field on disk, {index: text},
+# for what JSON cannot hold: "NaN", "Infinity", "-Infinity", or the digits of an int
+# beyond 64 bits.
+RECORD_FIELDS: Final[dict[str, tuple[str, ...]]] = {
+    EVENTS: ("ts_ns", "seq", "event", "level", "category", "data", "file", "attachment"),
+    PROGRESS: (
+        "ts_ns",
+        "seq",
+        "category",
+        "current",
+        "total",
+        "percent",
+        "elapsed",
+        "time_remaining",
+        "status",
+        "overall",
+    ),
+    METRICS: ("ts_ns", "seq", "category", "keys", "values"),
+}
+
+_TS = pa.timestamp("us", tz="UTC")
+_COMMON = [
+    pa.field("ts", _TS, nullable=False),
+    pa.field("writer", pa.string(), nullable=False),
+    pa.field("seq", pa.int64(), nullable=False),
+]
+
+SCHEMAS: Final[dict[str, pa.Schema]] = {
+    EVENTS: pa.schema(
+        [
+            *_COMMON,
+            pa.field("event", pa.string(), nullable=False),
+            pa.field("level", pa.string(), nullable=False),
+            pa.field("category", pa.string()),
+            pa.field("data", pa.string()),  # JSON text of the event's data
+            pa.field("file", pa.string()),  # the path the job gave
+            pa.field("attachment", pa.string()),  # its copy, relative to the run directory
+        ]
+    ),
+    PROGRESS: pa.schema(
+        [
+            *_COMMON,
+            pa.field("category", pa.string()),
+            pa.field("current", pa.float64(), nullable=False),
+            pa.field("total", pa.float64(), nullable=False),
+            pa.field("percent", pa.float64(), nullable=False),
+            pa.field("elapsed", pa.float64()),
+            pa.field("time_remaining", pa.float64()),
+            pa.field("status", pa.string(), nullable=False),
+            pa.field("overall", pa.float64()),
+        ]
+    ),
+    METRICS: pa.schema(
+        [
+            *_COMMON,
+            pa.field("category", pa.string()),
+            pa.field("key", pa.string(), nullable=False),
+            pa.field("value", pa.float64()),  # numeric view: float, int, bool as 0/1
+            pa.field("kind", pa.string(), nullable=False),  # float|int|bool|str|json
+            pa.field("text", pa.string()),  # str value, JSON text, or digits of a huge int
+        ]
+    ),
+}
+
+_SEGMENT_RE = re.compile(
+    r"^(?P<writer>[A-Za-z0-9_-]+)-(?P<number>\d{6,})(?P<suffix>\.jsonl|\.parquet)$"
+)
+WRITER_ID_RE: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class SegmentName(BaseModel):
+    """`<writer>-<number>.jsonl` while live, `<writer>-<number>.parquet` once sealed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    writer: str
+    number: int
+    sealed: bool
+
+    @property
+    def stem(self) -> str:
+        return f"{self.writer}-{self.number:06d}"
+
+    @property
+    def filename(self) -> str:
+        return self.stem + (SEALED_SUFFIX if self.sealed else LIVE_SUFFIX)
+
+    @classmethod
+    def parse(cls, filename: str) -> SegmentName | None:
+        """The parts of a segment file name, or None for any other file (temp files)."""
+        match = _SEGMENT_RE.match(filename)
+        if match is None:
+            return None
+        return cls(
+            writer=match["writer"],
+            number=int(match["number"]),
+            sealed=match["suffix"] == SEALED_SUFFIX,
+        )
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Manifest(BaseModel):
+    # Unknown fields are kept: a newer minor writer may add some without a version bump.
+    model_config = ConfigDict(extra="allow")
+
+    format_version: int = FORMAT_VERSION
+
+
+class RunManifest(_Manifest):
+    """`run.json`: what the run is. Written atomically at start and at end."""
+
+    run_id: str
+    job_id: str | None = None
+    plugin: str | None = None
+    action: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict)  # secret-looking values masked
+    checkpoint: dict[str, Any] | None = None
+    language: str | None = None
+    host: str
+    pid: int
+    writer_id: str  # the writer that owns the run's status
+    started_at: datetime
+    ended_at: datetime | None = None
+    status: Literal["running", "completed", "failed"] = "running"
+    error: str | None = None
+    runstore_version: str | None = None
+
+
+class WriterManifest(_Manifest):
+    """`writers/<writer>.json`: one writer process, its heartbeat and its faults."""
+
+    writer_id: str
+    run_id: str
+    host: str
+    pid: int
+    pid_start: int | None = None  # process start time (Linux clock ticks), against pid reuse
+    started_at: datetime
+    heartbeat_at: datetime
+    ended_at: datetime | None = None
+    status: Literal["open", "closed"] = "open"
+    records_written: int = 0
+    lost_records: int = 0
+    fault_count: int = 0
+    last_fault: str | None = None
+
+
+_M = TypeVar("_M", bound=_Manifest)
+
+
+def check_format_version(version: object, where: Path | str) -> None:
+    """Refuse data of a format this runstore does not know."""
+    if not isinstance(version, int) or version < 1:
+        raise ManifestError(f"{where}: format_version {version!r} is not a valid version")
+    if version > FORMAT_VERSION:
+        raise FormatVersionError(
+            f"{where}: written in runstore format version {version}, but this runstore "
+            f"reads up to version {FORMAT_VERSION}; upgrade runstore to read it"
+        )
+
+
+def _load_manifest(model: type[_M], path: Path) -> _M:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: missing; this is not a runstore run directory") from None
+    except OSError as exc:
+        raise ManifestError(f"{path}: cannot be read ({exc.strerror})") from None
+    import orjson
+
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ManifestError(f"{path}: not valid JSON ({exc}); the manifest is damaged") from None
+    if not isinstance(data, dict):
+        raise ManifestError(f"{path}: expected a JSON object")
+    check_format_version(data.get("format_version"), path)
+    try:
+        return model.model_validate(data)
+    except ValueError as exc:
+        first = str(exc).splitlines()
+        detail = "; ".join(first[:3])
+        raise ManifestError(f"{path}: malformed manifest: {detail}") from None
+
+
+def load_run_manifest(run_dir: Path) -> RunManifest:
+    """The run's manifest; `ManifestError`/`FormatVersionError` say what is wrong."""
+    return _load_manifest(RunManifest, run_dir / RUN_MANIFEST)
+
+
+def load_writer_manifest(path: Path) -> WriterManifest:
+    return _load_manifest(WriterManifest, path)
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / RUN_MANIFEST).is_file()

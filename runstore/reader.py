@@ -1,0 +1,271 @@
+"""Reading runs back: manifests, derived status, and the streams as Arrow tables.
+
+Readers never write and never lock. They read sealed (Parquet) and live (JSONL)
+segments together: when both files of one segment exist the Parquet wins, so a segment
+being sealed is never read twice nor missed. A torn last line is left out silently; any
+other damage is collected in `problems` and the rest of the run is still read.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .errors import ManifestError, RunDirectoryError, RunstoreError
+from .format import (
+    CRASH_TIMEOUT_SECONDS,
+    EVENTS,
+    METRICS,
+    PROGRESS,
+    RUN_MANIFEST,
+    SCHEMAS,
+    STREAMS_DIR,
+    WRITERS_DIR,
+    RunManifest,
+    RunStatus,
+    SegmentName,
+    WriterManifest,
+    load_run_manifest,
+    load_writer_manifest,
+    utc_now,
+)
+from .segments import read_segment
+
+__all__ = [
+    "RunData",
+    "RunInfo",
+    "derive_status",
+    "iter_run_dirs",
+    "list_runs",
+    "read_run",
+    "read_stream",
+    "segment_files",
+    "writer_alive",
+]
+
+
+def _proc_state(pid: int) -> tuple[str, int] | None:
+    """(state letter, start time) of a Linux process, or None if there is none."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return ("?", -1)
+    fields = stat.rsplit(")", 1)[-1].split()
+    try:
+        return fields[0], int(fields[19])
+    except (IndexError, ValueError):
+        return ("?", -1)
+
+
+def _pid_alive(pid: int, start: int | None) -> bool:
+    if Path("/proc/self/stat").exists():
+        state = _proc_state(pid)
+        if state is None or state[0] in ("Z", "X"):
+            return False
+        return start is None or state[1] in (-1, start)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def writer_alive(writer: WriterManifest, now: datetime | None = None) -> bool:
+    """Whether a writer may still write: its process lives (same host) or its heartbeat
+    is younger than `CRASH_TIMEOUT_SECONDS` (another host, e.g. a network filesystem)."""
+    if writer.status == "closed":
+        return False
+    if writer.host == socket.gethostname():
+        return _pid_alive(writer.pid, writer.pid_start)
+    age = ((now or utc_now()) - writer.heartbeat_at).total_seconds()
+    return age < CRASH_TIMEOUT_SECONDS
+
+
+def derive_status(
+    manifest: RunManifest, writers: list[WriterManifest], now: datetime | None = None
+) -> RunStatus:
+    """The status readers show: the manifest's, or `crashed` for a running run that has
+    no live writer left."""
+    if manifest.status != "running":
+        return manifest.status
+    if not writers:
+        owner = WriterManifest(
+            writer_id=manifest.writer_id,
+            run_id=manifest.run_id,
+            host=manifest.host,
+            pid=manifest.pid,
+            started_at=manifest.started_at,
+            heartbeat_at=manifest.started_at,
+        )
+        writers = [owner]
+    return "running" if any(writer_alive(w, now) for w in writers) else "crashed"
+
+
+def segment_files(run_dir: Path, stream: str) -> list[tuple[SegmentName, Path]]:
+    """The segments of one stream, one file per segment: Parquet where it exists."""
+    directory = run_dir / STREAMS_DIR / stream
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    chosen: dict[str, SegmentName] = {}
+    for filename in names:
+        name = SegmentName.parse(filename)
+        if name is None:
+            continue
+        current = chosen.get(name.stem)
+        if current is None or (name.sealed and not current.sealed):
+            chosen[name.stem] = name
+    ordered = sorted(chosen.values(), key=lambda n: (n.writer, n.number))
+    return [(name, directory / name.filename) for name in ordered]
+
+
+def read_stream(run_dir: Path, stream: str) -> tuple[pa.Table, list[str]]:
+    """All records of a stream, ordered by time (then writer and sequence)."""
+    tables: list[pa.Table] = []
+    problems: list[str] = []
+    for name, path in segment_files(run_dir, stream):
+        try:
+            table, found = read_segment(stream, path, name.writer)
+        except FileNotFoundError:
+            # Sealed between listing and reading: the Parquet holds the same records.
+            sealed = path.with_name(SegmentName(**{**name.model_dump(), "sealed": True}).filename)
+            try:
+                table, found = read_segment(stream, sealed, name.writer)
+            except FileNotFoundError:
+                problems.append(f"{path}: vanished while reading (run deleted?); skipped")
+                continue
+        except OSError as exc:
+            problems.append(f"{path}: cannot be read ({exc.strerror or exc}); skipped")
+            continue
+        tables.append(table)
+        problems.extend(found)
+    if not tables:
+        return SCHEMAS[stream].empty_table(), problems
+    table = pa.concat_tables(tables)
+    order = pc.sort_indices(
+        table, sort_keys=[("ts", "ascending"), ("writer", "ascending"), ("seq", "ascending")]
+    )
+    return table.take(order), problems
+
+
+def _read_writers(run_dir: Path, problems: list[str]) -> list[WriterManifest]:
+    writers = []
+    directory = run_dir / WRITERS_DIR
+    try:
+        paths = sorted(directory.glob("*.json"))
+    except OSError:
+        return []
+    for path in paths:
+        try:
+            writers.append(load_writer_manifest(path))
+        except ManifestError as exc:
+            problems.append(str(exc))
+    return writers
+
+
+@dataclass
+class RunInfo:
+    """A run as its manifests describe it: cheap, no stream is read."""
+
+    path: Path
+    manifest: RunManifest
+    writers: list[WriterManifest]
+    status: RunStatus
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def run_id(self) -> str:
+        return self.manifest.run_id
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to end, or to the last heartbeat for a run without end."""
+        end = self.manifest.ended_at
+        if end is None:
+            beats = [w.ended_at or w.heartbeat_at for w in self.writers]
+            end = max(beats) if beats else None
+        return None if end is None else (end - self.manifest.started_at).total_seconds()
+
+    @property
+    def lost_records(self) -> int:
+        return sum(w.lost_records for w in self.writers)
+
+
+@dataclass
+class RunData(RunInfo):
+    """A run with its streams; each table is read on first use."""
+
+    def _stream(self, stream: str) -> pa.Table:
+        table, problems = read_stream(self.path, stream)
+        self.problems.extend(problems)
+        return table
+
+    @cached_property
+    def events(self) -> pa.Table:
+        return self._stream(EVENTS)
+
+    @cached_property
+    def progress(self) -> pa.Table:
+        return self._stream(PROGRESS)
+
+    @cached_property
+    def metrics(self) -> pa.Table:
+        return self._stream(METRICS)
+
+
+def _info(path: Path, cls: type[RunInfo]) -> RunInfo:
+    if not path.is_dir():
+        raise RunDirectoryError(f"{path}: no such run directory")
+    manifest = load_run_manifest(path)
+    problems: list[str] = []
+    writers = _read_writers(path, problems)
+    return cls(path, manifest, writers, derive_status(manifest, writers), problems)
+
+
+def read_run(path: str | os.PathLike[str]) -> RunData:
+    """One run with its events, progress and metrics as Arrow tables.
+
+    Raises `RunDirectoryError` if `path` is not a directory and `ManifestError` /
+    `FormatVersionError` if its `run.json` is missing, damaged or too new.
+    """
+    info = _info(Path(path), RunData)
+    assert isinstance(info, RunData)
+    return info
+
+
+def iter_run_dirs(root: str | os.PathLike[str]) -> Iterator[Path]:
+    """Run directories directly under `root` (those with a `run.json`), sorted by name."""
+    base = Path(root)
+    if not base.is_dir():
+        raise RunDirectoryError(f"{base}: no such folder of runs")
+    for entry in sorted(base.iterdir()):
+        if entry.is_dir() and (entry / RUN_MANIFEST).exists():
+            yield entry
+
+
+def list_runs(root: str | os.PathLike[str], problems: list[str] | None = None) -> list[RunInfo]:
+    """Every readable run under `root`, oldest first. A run whose manifest cannot be read
+    is left out and described in `problems` (if given): one bad run never hides the rest.
+    """
+    runs = []
+    for path in iter_run_dirs(root):
+        try:
+            runs.append(_info(path, RunInfo))
+        except RunstoreError as exc:
+            if problems is not None:
+                problems.append(str(exc))
+    runs.sort(key=lambda run: (run.manifest.started_at, run.run_id))
+    return runs

@@ -1,0 +1,596 @@
+"""The background writer: buffers records in memory and writes them out as segments.
+
+The logging hot path only appends a tuple to a deque (see `RuntimeContext.set_metrics`);
+a daemon thread drains the deques every `flush_interval`, appends one JSONL line per
+stream, seals large or old segments into Parquet, keeps the writer's heartbeat and
+writes the run manifest. Storage faults never propagate to the job: records stay
+buffered up to `max_pending_bytes`, the fault is reported on stderr and, once the disk
+takes writes again, in the run itself, with the count of any records dropped.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import itertools
+import os
+import secrets
+import shutil
+import signal
+import socket
+import sys
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any
+
+import pyarrow as pa
+
+from .errors import RunDirectoryError
+from .format import (
+    ATTACHMENTS_DIR,
+    EVENTS,
+    HEARTBEAT_SECONDS,
+    RUN_MANIFEST,
+    STREAMS,
+    STREAMS_DIR,
+    WRITERS_DIR,
+    LogLevel,
+    RunManifest,
+    SegmentName,
+    WriterManifest,
+    utc_now,
+)
+from .segments import (
+    atomic_write_bytes,
+    decode_lines,
+    encode_records,
+    fsync_dir,
+    header_line,
+    table_from_records,
+    write_parquet_atomic,
+)
+
+__all__ = ["RunWriter", "WriterOptions", "new_writer_id", "process_start_time"]
+
+_MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class WriterOptions:
+    """How often and how much the writer writes. Defaults suit a training job."""
+
+    #: Seconds between writes; a SIGKILL loses at most this much of the newest records.
+    flush_interval: float = 0.1
+    #: A live segment is sealed into Parquet once it holds this many bytes ...
+    seal_bytes: int = 16 * _MiB
+    #: ... or is this many seconds old, and always when the writer closes.
+    seal_age: float = 300.0
+    #: Memory kept for records that could not be written (disk full); beyond it the
+    #: oldest are dropped and counted in the writer manifest and a `storage_fault` event.
+    max_pending_bytes: int = 64 * _MiB
+    #: fsync live segments after every write (survives power loss, costs throughput).
+    fsync_every_flush: bool = False
+
+
+def new_writer_id() -> str:
+    return f"w{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def process_start_time(pid: int) -> int | None:
+    """Start time of `pid` in clock ticks since boot (Linux), to tell a reused pid apart."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    try:
+        return int(stat.rsplit(")", 1)[1].split()[19])
+    except (IndexError, ValueError):
+        return None
+
+
+@dataclass
+class _Stream:
+    """One stream of one writer: its buffer and its current live segment."""
+
+    name: str
+    directory: Path
+    records: deque[tuple[Any, ...]] = field(default_factory=deque)
+    #: Metrics records with a value that is not a float (converted value by value).
+    mixed: deque[tuple[Any, ...]] = field(default_factory=deque)
+    number: int = 1
+    #: Lines written to the live segment, kept so a removed file can be written again.
+    lines: list[bytes] = field(default_factory=list)
+    #: The same records as Arrow, converted at each flush, so sealing is concat + write;
+    #: None after a conversion failed (sealing then decodes `lines`).
+    tables: list[Any] | None = field(default_factory=list)
+    #: Arrow tables of records still in `pending`.
+    pending_tables: list[Any] | None = field(default_factory=list)
+    written_bytes: int = 0  # size of the live file as we wrote it, header included
+    opened_at: float = 0.0
+    #: Encoded lines not yet on disk, with their record counts.
+    pending: deque[tuple[bytes, int]] = field(default_factory=deque)
+    pending_bytes: int = 0
+    next_seal_attempt: float = 0.0
+
+
+class RunWriter:
+    """Writes the records of one process into a run directory.
+
+    Several `RunWriter`s, in one process or many, may write into the same run: each has
+    its own `writer_id` and its own segment files, so they never share a file or a lock.
+    The writer that created the run (`manifest` given) also owns `run.json`.
+
+    Thread-safety: appending to `buffers[...].records` and `flush()` may be called from
+    any thread; `close()` once.
+    """
+
+    def __init__(
+        self,
+        run_dir: Path,
+        run_id: str,
+        *,
+        manifest: RunManifest | None = None,
+        writer_id: str | None = None,
+        options: WriterOptions | None = None,
+    ) -> None:
+        self.run_dir = run_dir
+        self.run_id = run_id
+        self.options = options or WriterOptions()
+        self.writer_id = writer_id or new_writer_id()
+        self.seq = itertools.count(1)
+        self.manifest = manifest
+        self.buffers = {name: _Stream(name, run_dir / STREAMS_DIR / name) for name in STREAMS}
+        now = utc_now()
+        self.writer_manifest = WriterManifest(
+            writer_id=self.writer_id,
+            run_id=run_id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            pid_start=process_start_time(os.getpid()),
+            started_at=now,
+            heartbeat_at=now,
+        )
+        self._io_lock = threading.RLock()
+        self._wake = threading.Event()
+        self._stop = False
+        self._closed = False
+        self._manifest_dirty = False
+        self._last_heartbeat = 0.0
+        self._fault: str | None = None
+        self._fault_started: str | None = None
+        self._lost_in_fault = 0
+        self._attachments = itertools.count(1)
+        self._create_directories()
+        self._thread = self._start_thread()
+        _register(self)
+
+    # -- setup -------------------------------------------------------------------------
+
+    def _create_directories(self) -> None:
+        """Make the run's folders and first manifests now, so a bad root fails at start."""
+        try:
+            for stream in self.buffers.values():
+                stream.directory.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / WRITERS_DIR).mkdir(exist_ok=True)
+            if self.manifest is not None:
+                atomic_write_bytes(self.run_dir / RUN_MANIFEST, _dump(self.manifest))
+            self._write_writer_manifest(durable=True)
+        except OSError as exc:
+            raise RunDirectoryError(
+                f"cannot write the run directory {self.run_dir}: {exc.strerror or exc}; "
+                "check that the root exists and is writable"
+            ) from None
+
+    def _start_thread(self) -> threading.Thread:
+        thread = threading.Thread(
+            target=self._run, name=f"runstore-writer-{self.writer_id}", daemon=True
+        )
+        thread.start()
+        return thread
+
+    # -- what the context calls --------------------------------------------------------
+
+    def wake(self) -> None:
+        """Ask for an early write (the buffer is large)."""
+        self._wake.set()
+
+    def update_manifest(self, **changes: Any) -> None:
+        """Change fields of `run.json`; written by the next flush. Owner writer only."""
+        if self.manifest is None:
+            return
+        self.manifest = self.manifest.model_copy(update=changes)
+        self._manifest_dirty = True
+
+    def attach(self, source: str | os.PathLike[str], seq: int) -> str | None:
+        """Copy a file or folder into the run; its path relative to the run, or None.
+
+        A failure is reported (stderr and the run) and yields None, never an exception:
+        the event is still logged with the job's own path.
+        """
+        src = Path(source)
+        relative = Path(ATTACHMENTS_DIR) / self.writer_id / f"{seq:06d}-{src.name or 'file'}"
+        target = self.run_dir / relative
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if src.is_dir():
+                shutil.copytree(src, target)
+            else:
+                shutil.copy2(src, target)
+        except OSError as exc:
+            self._report(f"cannot copy attachment {src} into the run: {exc.strerror or exc}")
+            return None
+        return relative.as_posix()
+
+    def flush(self) -> None:
+        """Write everything appended so far (from the caller's thread), then return."""
+        with self._io_lock:
+            self._cycle(force_heartbeat=False)
+
+    def close(self, *, status: str | None = None, error: str | None = None) -> None:
+        """Write out everything, seal every segment and mark the writer closed.
+
+        `status`/`error` end the run in `run.json` if this writer owns it and the run is
+        still running. Idempotent.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._stop = True
+        self._wake.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join()
+        with self._io_lock:
+            if self.manifest is not None and self.manifest.status == "running" and status:
+                self.update_manifest(status=status, error=error, ended_at=utc_now())
+            self._cycle(force_heartbeat=False)
+            for stream in self.buffers.values():
+                self._seal(stream, closing=True)
+            self.writer_manifest = self.writer_manifest.model_copy(
+                update={"status": "closed", "ended_at": utc_now()}
+            )
+            try:
+                self._write_writer_manifest(durable=True)
+            except OSError as exc:
+                self._report(f"cannot write the writer manifest: {exc.strerror or exc}")
+        _unregister(self)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def lost_records(self) -> int:
+        return self.writer_manifest.lost_records
+
+    @property
+    def fault(self) -> str | None:
+        """The storage fault in progress, or None when writes go through."""
+        return self._fault
+
+    # -- the background loop -----------------------------------------------------------
+
+    def _run(self) -> None:
+        interval = self.options.flush_interval
+        while not self._stop:
+            self._wake.wait(interval)
+            self._wake.clear()
+            if self._stop:
+                break
+            with self._io_lock:
+                try:
+                    self._cycle(force_heartbeat=False)
+                except Exception as exc:  # the loop must survive anything
+                    self._report(f"unexpected error in the writer: {exc!r}")
+
+    def _cycle(self, *, force_heartbeat: bool) -> None:
+        """Drain, encode, write, seal, heartbeat: one pass, under `_io_lock`."""
+        for stream in self.buffers.values():
+            self._drain(stream)
+        ok = True
+        for stream in self.buffers.values():
+            ok = self._write_pending(stream) and ok
+        if ok and self._fault is not None:
+            self._recovered()
+        now = time.monotonic()
+        if ok:
+            for stream in self.buffers.values():
+                if stream.lines and (
+                    stream.written_bytes >= self.options.seal_bytes
+                    or now - stream.opened_at >= self.options.seal_age
+                ):
+                    self._seal(stream, closing=False)
+        if self._manifest_dirty and self.manifest is not None:
+            try:
+                atomic_write_bytes(self.run_dir / RUN_MANIFEST, _dump(self.manifest))
+                self._manifest_dirty = False
+            except OSError as exc:
+                self._fault_seen(f"cannot write {RUN_MANIFEST}: {exc.strerror or exc}")
+        if force_heartbeat or now - self._last_heartbeat >= HEARTBEAT_SECONDS:
+            self._last_heartbeat = now
+            # A missed heartbeat is harmless; a write fault is reported above.
+            with contextlib.suppress(OSError):
+                self._write_writer_manifest(durable=False)
+
+    def _drain(self, stream: _Stream) -> None:
+        floats = _pop_all(stream.records)
+        mixed = _pop_all(stream.mixed)
+        count = len(floats) + len(mixed)
+        if not count:
+            return
+        try:
+            data = encode_records(stream.name, floats + mixed)
+        except Exception as exc:  # a bug, not a storage fault: count it, never hide it
+            self._lost(count)
+            self._report(f"cannot encode {count} {stream.name} records ({exc!r}); lost")
+            return
+        if stream.pending_tables is not None:
+            try:
+                for batch, all_floats in ((floats, True), (mixed, False)):
+                    if batch:
+                        stream.pending_tables.append(
+                            table_from_records(stream.name, self.writer_id, batch,
+                                               all_floats=all_floats)
+                        )  # fmt: skip
+            except Exception as exc:
+                stream.pending_tables = None
+                self._report(f"cannot convert {stream.name} records to Arrow ({exc!r}); "
+                             "the segment will be sealed from its JSONL")  # fmt: skip
+        stream.pending.append((data, count))
+        stream.pending_bytes += len(data)
+        limit = self.options.max_pending_bytes
+        while stream.pending_bytes > limit and len(stream.pending) > 1:
+            dropped, dropped_count = stream.pending.popleft()
+            stream.pending_bytes -= len(dropped)
+            stream.pending_tables = None  # no longer lines up with `pending`
+            self._lost(dropped_count)
+
+    def _write_pending(self, stream: _Stream) -> bool:
+        if not stream.pending:
+            return True
+        try:
+            self._append_lines(stream)
+        except OSError as exc:
+            self._fault_seen(f"cannot write {stream.name} segment: {exc.strerror or exc}")
+            return False
+        return True
+
+    def _append_lines(self, stream: _Stream) -> None:
+        path = (
+            stream.directory
+            / SegmentName(writer=self.writer_id, number=stream.number, sealed=False).filename
+        )
+        if not stream.lines:
+            stream.opened_at = time.monotonic()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            if size != stream.written_bytes or not stream.written_bytes:
+                # A new segment, or one removed or truncated under us (the run directory
+                # was deleted and made again): write it from the lines kept in memory.
+                if size != stream.written_bytes:
+                    self._report(f"{path} was removed or changed; writing it again from memory")
+                os.ftruncate(fd, 0)
+                prefix = header_line(stream.name, self.writer_id, stream.number)
+                _write_all(fd, prefix + b"".join(stream.lines))
+                stream.written_bytes = len(prefix) + sum(map(len, stream.lines))
+            data = b"".join(line for line, _ in stream.pending)
+            _write_all(fd, data)
+            if self.options.fsync_every_flush:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        written = sum(count for _, count in stream.pending)
+        stream.lines.extend(line for line, _ in stream.pending)
+        stream.written_bytes += len(data)
+        stream.pending.clear()
+        stream.pending_bytes = 0
+        if stream.tables is not None and stream.pending_tables is not None:
+            stream.tables.extend(stream.pending_tables)
+        else:
+            stream.tables = None
+        stream.pending_tables = []
+        self.writer_manifest.records_written += written
+
+    def _seal(self, stream: _Stream, *, closing: bool) -> None:
+        """Turn the live segment into Parquet; the JSONL goes only once the Parquet is whole."""
+        if not stream.lines:
+            return
+        now = time.monotonic()
+        if not closing and now < stream.next_seal_attempt:
+            return
+        name = SegmentName(writer=self.writer_id, number=stream.number, sealed=False)
+        live = stream.directory / name.filename
+        sealed = (
+            stream.directory
+            / SegmentName(writer=self.writer_id, number=stream.number, sealed=True).filename
+        )
+        try:
+            if stream.pending:
+                raise OSError(f"{len(stream.pending)} lines of this segment are not written yet")
+            if stream.tables:
+                table = pa.concat_tables(stream.tables)
+            else:
+                decoded = decode_lines(stream.name, b"".join(stream.lines), where=str(live))
+                table = table_from_records(stream.name, self.writer_id, decoded.rows)
+            write_parquet_atomic(table, sealed)
+            live.unlink(missing_ok=True)
+            fsync_dir(stream.directory)
+        except OSError as exc:
+            stream.next_seal_attempt = now + 5.0
+            self._fault_seen(f"cannot seal {live.name}: {exc.strerror or exc}")
+            if not closing:
+                return
+        # Sealed, or (closing) left as a readable live segment: either way start afresh.
+        stream.number += 1
+        stream.lines = []
+        stream.tables = []
+        stream.written_bytes = 0
+
+    # -- faults ------------------------------------------------------------------------
+
+    def _fault_seen(self, message: str) -> None:
+        manifest = self.writer_manifest
+        manifest.fault_count += 1
+        manifest.last_fault = message
+        if self._fault is None:
+            self._fault = message
+            self._fault_started = utc_now().isoformat()
+            limit = self.options.max_pending_bytes // _MiB
+            self._report(f"{message}; keeping up to {limit} MiB of records and retrying")
+
+    def _lost(self, count: int) -> None:
+        self.writer_manifest.lost_records += count
+        self._lost_in_fault += count
+
+    def _recovered(self) -> None:
+        message, lost = self._fault, self._lost_in_fault
+        self._fault, self._lost_in_fault = None, 0
+        self._report(f"writes go through again after: {message}; {lost} records lost")
+        if self.manifest is not None and not (self.run_dir / RUN_MANIFEST).exists():
+            self._manifest_dirty = True
+        data = {"error": message, "since": self._fault_started, "lost_records": lost}
+        self.buffers[EVENTS].records.append(
+            (time.time_ns(), next(self.seq), "storage_fault", LogLevel.ERROR.value, None, data,
+             None, None)
+        )  # fmt: skip
+        self._wake.set()
+
+    def _report(self, message: str) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.write(f"runstore: run {self.run_dir}: {message}\n")
+
+    def _write_writer_manifest(self, *, durable: bool) -> None:
+        self.writer_manifest.heartbeat_at = utc_now()
+        path = self.run_dir / WRITERS_DIR / f"{self.writer_id}.json"
+        if not path.parent.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, _dump(self.writer_manifest), durable=durable)
+
+    # -- process lifecycle -------------------------------------------------------------
+
+    def _after_fork_in_child(self) -> None:
+        """A forked child gets a writer of its own; the parent's unflushed records stay
+        the parent's."""
+        self.writer_id = new_writer_id()
+        self.manifest = None
+        for stream in self.buffers.values():
+            stream.records.clear()
+            stream.mixed.clear()
+            stream.pending.clear()
+            stream.pending_tables = []
+            stream.tables = []
+            stream.pending_bytes = 0
+            stream.lines = []
+            stream.number = 1
+            stream.written_bytes = 0
+        self.writer_manifest = self.writer_manifest.model_copy(
+            update={
+                "writer_id": self.writer_id,
+                "pid": os.getpid(),
+                "pid_start": process_start_time(os.getpid()),
+                "started_at": utc_now(),
+                "records_written": 0,
+                "lost_records": 0,
+            }
+        )
+        self._io_lock = threading.RLock()
+        self._wake = threading.Event()
+        try:
+            self._write_writer_manifest(durable=True)
+        except OSError as exc:
+            self._fault_seen(f"cannot write the writer manifest: {exc.strerror or exc}")
+        self._thread = self._start_thread()
+
+
+def _pop_all(records: deque[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Take what is in `records` now; appends from other threads meanwhile stay."""
+    popleft = records.popleft
+    return [popleft() for _ in range(len(records))]
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _dump(model: RunManifest | WriterManifest) -> bytes:
+    return model.model_dump_json(indent=2).encode() + b"\n"
+
+
+# -- every open writer of this process, closed at exit and on SIGTERM -----------------
+
+_OPEN: weakref.WeakSet[RunWriter] = weakref.WeakSet()
+_installed = False
+_uncaught: str | None = None
+_previous_sigterm: Any = None
+_previous_excepthook: Callable[..., Any] | None = None
+
+
+def _register(writer: RunWriter) -> None:
+    _OPEN.add(writer)
+    _install_process_hooks()
+
+
+def _unregister(writer: RunWriter) -> None:
+    _OPEN.discard(writer)
+
+
+def _close_all(error: str) -> None:
+    for writer in list(_OPEN):
+        try:
+            writer.close(status="failed", error=error)
+        except Exception as exc:  # one writer's trouble must not keep the others open
+            writer._report(f"could not close cleanly: {exc!r}")
+
+
+def _at_exit() -> None:
+    _close_all(_uncaught or "the process exited before end_log() was called")
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    _close_all("terminated by SIGTERM")
+    previous = _previous_sigterm
+    if callable(previous):
+        previous(signum, frame)
+    elif previous != signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _excepthook(
+    kind: type[BaseException], value: BaseException, traceback: TracebackType | None
+) -> None:
+    global _uncaught
+    _uncaught = f"uncaught {kind.__name__}: {value}"
+    if _previous_excepthook is not None:
+        _previous_excepthook(kind, value, traceback)
+
+
+def _after_fork_in_child() -> None:
+    for writer in list(_OPEN):
+        if not writer.closed:
+            writer._after_fork_in_child()
+
+
+def _install_process_hooks() -> None:
+    global _installed, _previous_sigterm, _previous_excepthook
+    if _installed:
+        return
+    _installed = True
+    atexit.register(_at_exit)
+    _previous_excepthook = sys.excepthook
+    sys.excepthook = _excepthook
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.getsignal(signal.SIGTERM)
+        if previous != signal.SIG_IGN:
+            _previous_sigterm = previous
+            signal.signal(signal.SIGTERM, _on_sigterm)
