@@ -150,6 +150,8 @@ class RunLogger:
     def complete_step(self, step: str) -> None:
         """Report `step` as 100% done (a finished or skipped step)."""
         last = self._progress.get(step)
+        if last is not None and last["status"] == "completed":
+            return
         total = last["total"] if last else 1
         self.set_progress(total, total, step)
 
@@ -240,8 +242,9 @@ class RunLogger:
         remaining = round(elapsed / current * (total - current), 6) if current > 0 else None
         percent = round(current / total * 100, 2)
         status = "completed" if current == total else "running"
-        self._write_progress(category, float(current), float(total), percent, elapsed,
-                             remaining, status)  # fmt: skip
+        self._write_progress(
+            category, float(current), float(total), percent, elapsed, remaining, status
+        )
 
     def set_progress_failed(self, step: str | None = None) -> None:
         """Mark the progress of `step` (default: current step) as failed."""
@@ -250,8 +253,9 @@ class RunLogger:
         last = self._progress.get(category) or {"current": 0.0, "total": 1.0, "percent": 0.0}
         started = self._started.get(category)
         elapsed = round(time.monotonic() - started, 6) if started is not None else None
-        self._write_progress(category, last["current"], last["total"], last["percent"],
-                             elapsed, None, "failed")  # fmt: skip
+        self._write_progress(
+            category, last["current"], last["total"], last["percent"], elapsed, None, "failed"
+        )
 
     def _write_progress(
         self,
@@ -277,9 +281,19 @@ class RunLogger:
             "overall": overall,
         }
         self._append_progress(
-            (time.time_ns(), self._next_seq(), category, current, total, percent, elapsed,
-             remaining, status, overall)
-        )  # fmt: skip
+            (
+                time.time_ns(),
+                self._next_seq(),
+                category,
+                current,
+                total,
+                percent,
+                elapsed,
+                remaining,
+                status,
+                overall,
+            )
+        )
 
     def set_metrics(
         self, value: Mapping[str, Any], category: str | None = None, *, step: str | None = None
@@ -568,10 +582,12 @@ def open_run(
     if not run_id or "/" in run_id or run_id.startswith("."):
         raise RunDirectoryError(f"run id {run_id!r} is not a valid directory name")
     plugin_env = (
-        env if isinstance(env, PluginEnvironment)
-        else PluginEnvironment(env) if env is not None
+        env
+        if isinstance(env, PluginEnvironment)
+        else PluginEnvironment(env)
+        if env is not None
         else PluginEnvironment.from_environ()
-    )  # fmt: skip
+    )
     base = Path(root)
     run_dir = base / run_id
     try:

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -42,6 +44,7 @@ from .segments import read_segment
 __all__ = [
     "RunData",
     "RunInfo",
+    "decode_metric",
     "derive_status",
     "iter_run_dirs",
     "list_runs",
@@ -224,6 +227,76 @@ class RunData(RunInfo):
     @cached_property
     def metrics(self) -> pa.Table:
         return self._stream(METRICS)
+
+    def latest_progress(self) -> list[dict[str, Any]]:
+        """The last progress record of each category, in order of first appearance."""
+        latest: dict[str | None, dict[str, Any]] = {}
+        for row in self.progress.to_pylist():
+            latest[row["category"]] = row
+        return list(latest.values())
+
+    def overall_progress(self) -> float | None:
+        """The weighted overall percent of the run's workflow, if it ran one."""
+        overall = self.progress.column("overall").drop_null()
+        return None if len(overall) == 0 else float(pc.max(overall).as_py())
+
+    def latest_metrics(self) -> dict[str | None, dict[str, Any]]:
+        """{category: {key: last value}}, values decoded to their logged type."""
+        table = self.metrics
+        if table.num_rows == 0:
+            return {}
+        last = table.group_by(["category", "key"], use_threads=False).aggregate(
+            [("seq", "count"), ("value", "last"), ("kind", "last"), ("text", "last")]
+        )
+        result: dict[str | None, dict[str, Any]] = {}
+        for row in last.to_pylist():
+            value = decode_metric(row["value_last"], row["kind_last"], row["text_last"])
+            result.setdefault(row["category"], {})[row["key"]] = value
+        return result
+
+    def messages(self, *, dev: bool = False) -> list[dict[str, Any]]:
+        """User messages (and dev events if `dev`) as dicts: ts, level, text, category."""
+        wanted = {"message", "dev_event"} if dev else {"message"}
+        out = []
+        for row in self.events.to_pylist():
+            if row["event"] not in wanted:
+                continue
+            data = orjson.loads(row["data"]) if row["data"] else {}
+            text = data.get("content") if row["event"] == "message" else data.get("message")
+            out.append(
+                {
+                    "ts": row["ts"],
+                    "level": row["level"],
+                    "event": row["event"],
+                    "text": "" if text is None else str(text),
+                    "category": row["category"],
+                }
+            )
+        return out
+
+    def current_step(self) -> str | None:
+        """The step running now (or when the run stopped), from the `step` events."""
+        current = None
+        for row in self.events.filter(pc.equal(self.events["event"], "step")).to_pylist():
+            status = orjson.loads(row["data"]).get("status")
+            if status == "started":
+                current = row["category"]
+            elif row["category"] == current:
+                current = None
+        return current
+
+
+def decode_metric(value: float | None, kind: str, text: str | None) -> Any:
+    """A metric value back in the type it was logged with (see docs/format.md)."""
+    if kind == "float":
+        return value
+    if kind == "int":
+        return int(text) if text is not None else (None if value is None else int(value))
+    if kind == "bool":
+        return None if value is None else bool(value)
+    if kind == "str":
+        return text
+    return None if text is None else orjson.loads(text)
 
 
 def _info(path: Path, cls: type[RunInfo]) -> RunInfo:

@@ -261,10 +261,18 @@ def _metrics_table(
         }
     ).take(parents)
     return pa.table(
-        [per_record["ts"], pa.repeat(pa.scalar(writer, pa.string()), count), per_record["seq"],
-         per_record["category"], key_column, value_column, kind_column, text_column],
+        [
+            per_record["ts"],
+            pa.repeat(pa.scalar(writer, pa.string()), count),
+            per_record["seq"],
+            per_record["category"],
+            key_column,
+            value_column,
+            kind_column,
+            text_column,
+        ],
         schema=SCHEMAS[METRICS],
-    )  # fmt: skip
+    )
 
 
 def _columns_table(stream: str, writer: str, records: Sequence[Sequence[Any]]) -> pa.Table:
@@ -275,7 +283,7 @@ def _columns_table(stream: str, writer: str, records: Sequence[Sequence[Any]]) -
     # Record fields after ts_ns line up with schema fields after ts and writer.
     for name, values, schema_field in zip(fields[1:], columns[1:], list(schema)[2:], strict=True):
         if name == "data":
-            values = tuple(None if v is None else _json_text(v) for v in values)
+            values = [None if v is None else _json_text(v) for v in values]
         arrays.append(pa.array(values, schema_field.type))
     return pa.table(arrays, schema=schema)
 

@@ -158,7 +158,7 @@ class RunWriter:
         )
         self._io_lock = threading.RLock()
         self._wake = threading.Event()
-        self._stop = False
+        self._stopping = threading.Event()
         self._closed = False
         self._manifest_dirty = False
         self._last_heartbeat = 0.0
@@ -241,7 +241,7 @@ class RunWriter:
         if self._closed:
             return
         self._closed = True
-        self._stop = True
+        self._stopping.set()
         self._wake.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join()
@@ -277,10 +277,10 @@ class RunWriter:
 
     def _run(self) -> None:
         interval = self.options.flush_interval
-        while not self._stop:
+        while not self._stopping.is_set():
             self._wake.wait(interval)
             self._wake.clear()
-            if self._stop:
+            if self._stopping.is_set():
                 break
             with self._io_lock:
                 try:
@@ -334,13 +334,16 @@ class RunWriter:
                 for batch, all_floats in ((floats, True), (mixed, False)):
                     if batch:
                         stream.pending_tables.append(
-                            table_from_records(stream.name, self.writer_id, batch,
-                                               all_floats=all_floats)
-                        )  # fmt: skip
+                            table_from_records(
+                                stream.name, self.writer_id, batch, all_floats=all_floats
+                            )
+                        )
             except Exception as exc:
                 stream.pending_tables = None
-                self._report(f"cannot convert {stream.name} records to Arrow ({exc!r}); "
-                             "the segment will be sealed from its JSONL")  # fmt: skip
+                self._report(
+                    f"cannot convert {stream.name} records to Arrow ({exc!r}); "
+                    "the segment will be sealed from its JSONL"
+                )
         stream.pending.append((data, count))
         stream.pending_bytes += len(data)
         limit = self.options.max_pending_bytes
@@ -456,9 +459,17 @@ class RunWriter:
             self._manifest_dirty = True
         data = {"error": message, "since": self._fault_started, "lost_records": lost}
         self.buffers[EVENTS].records.append(
-            (time.time_ns(), next(self.seq), "storage_fault", LogLevel.ERROR.value, None, data,
-             None, None)
-        )  # fmt: skip
+            (
+                time.time_ns(),
+                next(self.seq),
+                "storage_fault",
+                LogLevel.ERROR.value,
+                None,
+                data,
+                None,
+                None,
+            )
+        )
         self._wake.set()
 
     def _report(self, message: str) -> None:
@@ -501,6 +512,7 @@ class RunWriter:
         )
         self._io_lock = threading.RLock()
         self._wake = threading.Event()
+        self._stopping = threading.Event()
         try:
             self._write_writer_manifest(durable=True)
         except OSError as exc:
