@@ -592,6 +592,12 @@ def open_run(
     run_dir = base / run_id
     try:
         base.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirectoryError(
+            f"cannot create run directory {run_dir}: the root {base} is not a writable "
+            f"folder ({exc.strerror or exc})"
+        ) from None
+    try:
         run_dir.mkdir()
     except FileExistsError:
         raise RunDirectoryError(f"{run_dir}: a run with this id already exists") from None

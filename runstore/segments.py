@@ -233,7 +233,11 @@ def _metrics_table(
     flat = list(itertools.chain.from_iterable(values))
     if len(flat) != len(key_column):
         raise ValueError("metric keys and values of different lengths")
-    specials = [r[5] for r in records] if any(len(r) > 5 for r in records) else None
+    specials = (
+        [r[5] if len(r) > 5 else None for r in records]
+        if any(len(r) > 5 for r in records)
+        else None
+    )
     if all_floats is None:
         all_floats = specials is None and set(map(type, flat)) <= {float}
     count = len(flat)

@@ -370,7 +370,11 @@ class RunWriter:
         )
         if not stream.lines:
             stream.opened_at = time.monotonic()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        except FileNotFoundError:  # the run directory was removed: make it again
+            stream.directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             size = os.fstat(fd).st_size
             if size != stream.written_bytes or not stream.written_bytes:

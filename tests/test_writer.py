@@ -1,0 +1,144 @@
+"""The background writer: sealing, readers racing the sealer, storage faults."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import orjson
+import pytest
+
+from runstore import WriterOptions, open_run, read_run
+from runstore.format import METRICS, load_writer_manifest
+from runstore.reader import read_stream, segment_files
+
+
+def _files(run_dir: Path, stream: str) -> list[str]:
+    return sorted(os.listdir(run_dir / "streams" / stream))
+
+
+def test_close_seals_every_segment_into_parquet(root: Path) -> None:
+    with open_run(root, env={}) as ctx:
+        ctx.set_metrics({"a": 1.0}, "c")
+        ctx.flush()
+        assert _files(ctx.run_dir, METRICS)[0].endswith(".jsonl")
+        ctx.log("ev", {})
+    for stream in ("events", "progress", "metrics"):
+        assert all(name.endswith(".parquet") for name in _files(ctx.run_dir, stream))
+    writer = load_writer_manifest(ctx.run_dir / "writers" / f"{ctx.writer_id}.json")
+    assert writer.status == "closed" and writer.records_written == 3  # metrics, event, end msg
+
+
+def test_large_segments_are_sealed_while_the_job_runs(root: Path) -> None:
+    options = WriterOptions(seal_bytes=2_000, flush_interval=0.01)
+    with open_run(root, env={}, options=options) as ctx:
+        for index in range(2_000):
+            ctx.set_metrics({"i": float(index)}, "c")
+            if index % 200 == 0:
+                ctx.flush()
+        ctx.flush()
+        sealed = [n for n in _files(ctx.run_dir, METRICS) if n.endswith(".parquet")]
+        assert len(sealed) >= 5
+    values = read_run(ctx.run_dir).metrics.column("value").to_pylist()
+    assert values == [float(i) for i in range(2_000)]
+
+
+def test_sealed_segment_replaces_live_without_duplicates(root: Path) -> None:
+    """A crash between writing the Parquet and removing the JSONL leaves both."""
+    with open_run(root, env={}) as ctx:
+        ctx.set_metrics({"a": 1.0}, "c")
+        ctx.flush()
+        stream_dir = ctx.run_dir / "streams" / METRICS
+        live = stream_dir / _files(ctx.run_dir, METRICS)[0]
+        kept = live.read_bytes()
+    live.write_bytes(kept)  # put the live copy back next to its sealed twin
+    assert len(_files(ctx.run_dir, METRICS)) == 2
+    assert [name.sealed for name, _ in segment_files(ctx.run_dir, METRICS)] == [True]
+    assert read_run(ctx.run_dir).metrics.num_rows == 1
+
+
+def test_reader_racing_the_sealer_never_sees_a_record_twice_or_loses_one(root: Path) -> None:
+    options = WriterOptions(seal_bytes=1_500, flush_interval=0.002)
+    ctx = open_run(root, env={}, options=options)
+    stop = threading.Event()
+    seen: list[int] = []
+    failures: list[str] = []
+
+    def read_repeatedly() -> None:
+        while not stop.is_set():
+            table, problems = read_stream(ctx.run_dir, METRICS)
+            values = [int(v) for v in table.column("value").to_pylist()]
+            if values != list(range(len(values))):
+                failures.append(f"not a duplicate-free prefix: {values[:5]}... ({len(values)})")
+            failures.extend(problems)
+            if len(values) < (seen[-1] if seen else 0):
+                failures.append("a record disappeared")
+            seen.append(len(values))
+
+    reader = threading.Thread(target=read_repeatedly)
+    reader.start()
+    for index in range(3_000):
+        ctx.set_metrics({"i": float(index)}, "c")
+        if index % 50 == 0:
+            ctx.flush()
+    ctx.close()
+    stop.set()
+    reader.join()
+    assert failures == []
+    assert len(seen) > 5
+    assert read_run(ctx.run_dir).metrics.num_rows == 3_000
+
+
+def test_run_directory_removed_mid_job_is_written_again(
+    root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ctx = open_run(root, env={}, job_id="j")
+    for index in range(100):
+        ctx.set_metrics({"i": float(index)}, "c")
+    ctx.flush()
+    shutil.rmtree(ctx.run_dir)
+    for index in range(100, 200):
+        ctx.set_metrics({"i": float(index)}, "c")  # never raises
+    ctx.flush()
+    ctx.end_log()
+    ctx.close()
+    run = read_run(ctx.run_dir)
+    assert run.manifest.job_id == "j" and run.status == "completed"
+    assert run.metrics.column("value").to_pylist() == [float(i) for i in range(200)]
+    assert "removed or changed" in capsys.readouterr().err
+
+
+def test_storage_fault_keeps_records_within_the_bound_and_counts_the_rest(
+    root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    options = WriterOptions(max_pending_bytes=20_000, flush_interval=0.01)
+    ctx = open_run(root, env={}, options=options)
+    ctx.set_metrics({"i": -1.0}, "c")
+    ctx.flush()
+    metrics_dir = ctx.run_dir / "streams" / METRICS
+    shutil.rmtree(metrics_dir)
+    metrics_dir.write_text("a file where the folder was: every write fails")
+    for batch in range(40):
+        for index in range(50):
+            ctx.set_metrics({"i": float(batch * 50 + index)}, "c")
+        ctx.flush()
+    assert ctx.logger.writer.fault is not None
+    err = capsys.readouterr().err
+    assert "cannot write metrics segment" in err and "keeping up to" in err
+    metrics_dir.unlink()
+    ctx.flush()
+    assert ctx.logger.writer.fault is None
+    ctx.close()
+    run = read_run(ctx.run_dir)
+    lost = run.lost_records
+    assert 0 < lost < 2_000
+    kept = run.metrics.column("value").to_pylist()
+    assert len(kept) == 2_001 - lost
+    assert kept[-1] == 1_999.0, "the newest records are the ones kept"
+    faults = [
+        orjson.loads(e["data"]) for e in run.events.to_pylist() if e["event"] == "storage_fault"
+    ]
+    assert len(faults) == 1 and faults[0]["lost_records"] == lost
+    assert "writes go through again" in capsys.readouterr().err
