@@ -151,10 +151,20 @@ def test_metric_values_keep_their_type(root: Path) -> None:
             return "<opaque>"
 
     values = {
-        "f": 0.5, "nan": math.nan, "inf": -math.inf, "i": 3, "big": 2**70, "b": True,
-        "s": "text", "np_f": np.float32(0.25), "np_i": np.int64(7), "np_b": np.bool_(False),
-        "arr": np.array([1, 2]), "list": [1, {"a": 2}], "none": None,
-    }  # fmt: skip
+        "f": 0.5,
+        "nan": math.nan,
+        "inf": -math.inf,
+        "i": 3,
+        "big": 2**70,
+        "b": True,
+        "s": "text",
+        "np_f": np.float32(0.25),
+        "np_i": np.int64(7),
+        "np_b": np.bool_(False),
+        "arr": np.array([1, 2]),
+        "list": [1, {"a": 2}],
+        "none": None,
+    }
     with open_run(root, env={}) as ctx:
         ctx.set_metrics(values, "c")
         with pytest.warns(RunstoreWarning, match="Opaque value is not JSON-serialisable"):

@@ -24,8 +24,14 @@ from .conftest import SAMPLE_RUNS
 
 def _writer(**changes: object) -> WriterManifest:
     now = utc_now()
-    base = {"writer_id": "w", "run_id": "r", "host": "elsewhere", "pid": 1,
-            "started_at": now, "heartbeat_at": now}  # fmt: skip
+    base = {
+        "writer_id": "w",
+        "run_id": "r",
+        "host": "elsewhere",
+        "pid": 1,
+        "started_at": now,
+        "heartbeat_at": now,
+    }
     return WriterManifest.model_validate({**base, **changes})
 
 
@@ -95,9 +101,11 @@ def test_not_a_run(tmp_path: Path) -> None:
 def test_sample_runs_are_readable_with_the_expected_statuses() -> None:
     runs = {run.run_id: run for run in list_runs(SAMPLE_RUNS)}
     assert {k: r.status for k, r in runs.items()} == {
-        "demo-train": "completed", "demo-export": "completed",
-        "demo-upload": "failed", "demo-crashed": "crashed",
-    }  # fmt: skip
+        "demo-train": "completed",
+        "demo-export": "completed",
+        "demo-upload": "failed",
+        "demo-crashed": "crashed",
+    }
     train = read_run(SAMPLE_RUNS / "demo-train")
     assert train.problems == [] and train.overall_progress() == 100.0
     assert set(train.latest_metrics()) == {"train", "validation"}

@@ -25,8 +25,16 @@ from runstore.steps import (
 
 
 class Step(BaseStep[BaseStepContext]):
-    def __init__(self, name: str, weight: float, *, fail: str = "", skip: bool = False,
-                 rollback_fails: bool = False, ticks: int = 4) -> None:  # fmt: skip
+    def __init__(
+        self,
+        name: str,
+        weight: float,
+        *,
+        fail: str = "",
+        skip: bool = False,
+        rollback_fails: bool = False,
+        ticks: int = 4,
+    ) -> None:
         self._name, self._weight = name, weight
         self.fail, self.skip, self.rollback_fails, self.ticks = fail, skip, rollback_fails, ticks
         self.rolled_back = False
@@ -138,14 +146,18 @@ def test_orchestrator_runs_in_order_with_weighted_overall_progress(root: Path) -
     latest = {p["category"]: p["percent"] for p in run.latest_progress()}
     assert latest == {"prepare": 100.0, "skipme": 100.0, "train": 100.0}
     assert _step_events(ctx.run_dir) == [
-        ("prepare", "started"), ("prepare", "completed"), ("skipme", "skipped"),
-        ("train", "started"), ("train", "completed"),
-    ]  # fmt: skip
+        ("prepare", "started"),
+        ("prepare", "completed"),
+        ("skipme", "skipped"),
+        ("train", "started"),
+        ("train", "completed"),
+    ]
     assert run.latest_metrics()["train"] == {"tick": 4.0}
 
 
-@pytest.mark.parametrize(("fail", "error"), [("raise", "RuntimeError: disk on fire"),
-                                             ("result", "quota exceeded")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("fail", "error"), [("raise", "RuntimeError: disk on fire"), ("result", "quota exceeded")]
+)
 def test_failure_rolls_back_in_reverse_and_raises(root: Path, fail: str, error: str) -> None:
     first, second, broken = Step("first", 1), Step("second", 1), Step("third", 1, fail=fail)
     registry: StepRegistry[BaseStepContext] = StepRegistry()

@@ -1,0 +1,90 @@
+"""Logging speed: `ctx.set_metrics` with two values, durable on disk by the end.
+
+Compares runstore with the plain loop people write by hand (`json.dumps` + buffered file
+append, fsync at the end), measured in the same process, and prints medians and ratios.
+
+    .venv/bin/python benchmarks/bench_logging.py [--calls 1000000] [--repeats 5]
+
+Target (issue 2): at least 500,000 calls/s on one core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from runstore import open_run, read_run
+
+
+def baseline(directory: Path, calls: int) -> float:
+    """The hand-written logger: one JSON line per call, fsync at the end."""
+    path = directory / "metrics.jsonl"
+    start = time.perf_counter()
+    with open(path, "a") as handle:
+        for step in range(calls):
+            record = {
+                "ts": time.time(),
+                "step": step,
+                "category": "training",
+                "values": {"loss": 0.5, "accuracy": 0.25},
+            }
+            handle.write(json.dumps(record) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    return time.perf_counter() - start
+
+
+def runstore_run(directory: Path, calls: int) -> tuple[float, Path]:
+    """runstore from open to close: every record flushed, sealed into Parquet, fsynced."""
+    start = time.perf_counter()
+    with open_run(directory, env={}) as ctx:
+        for step in range(calls):
+            ctx.set_metrics({"loss": 0.5 + step * 1e-9, "accuracy": 0.25}, "training")
+    return time.perf_counter() - start, ctx.run_dir
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=1_000_000)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    base_times, ours_times, run_dir = [], [], None
+    scratch = Path(tempfile.mkdtemp(prefix="runstore-bench-"))
+    try:
+        for repeat in range(args.repeats):
+            base_dir = scratch / f"base-{repeat}"
+            base_dir.mkdir()
+            base_times.append(baseline(base_dir, args.calls))
+            seconds, run_dir = runstore_run(scratch / f"runs-{repeat}", args.calls)
+            ours_times.append(seconds)
+        assert run_dir is not None
+        rows = read_run(run_dir).metrics.num_rows
+        assert rows == 2 * args.calls, f"expected {2 * args.calls} metric rows, read {rows}"
+        size = sum(f.stat().st_size for f in (run_dir / "streams").rglob("*") if f.is_file())
+        base_size = (scratch / "base-0" / "metrics.jsonl").stat().st_size
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    base_rate = args.calls / statistics.median(base_times)
+    ours_rate = args.calls / statistics.median(ours_times)
+    points = 2 * args.calls
+    print(f"set_metrics with 2 values, {args.calls:,} calls, median of {args.repeats}:")
+    print(
+        f"  json.dumps + append (baseline): {base_rate:>12,.0f} calls/s  "
+        f"{base_size / points:5.1f} bytes/point"
+    )
+    print(
+        f"  runstore (open to close):       {ours_rate:>12,.0f} calls/s  "
+        f"{size / points:5.1f} bytes/point"
+    )
+    print(f"  ratio runstore / baseline:      {ours_rate / base_rate:>12.2f}x")
+    print(f"  per call: {1e9 / ours_rate:,.0f} ns (target: <= 2,000 ns, i.e. >= 500,000/s)")
+
+
+if __name__ == "__main__":
+    main()

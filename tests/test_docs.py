@@ -1,0 +1,39 @@
+"""Examples in the docs are run, not trusted."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+DOCS = Path(__file__).parent.parent
+PAGES = [DOCS / "README.md", *sorted((DOCS / "docs").glob("*.md"))]
+
+
+def _python_blocks(page: Path) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.DOTALL)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_python_examples_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocks = _python_blocks(page)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sample-runs").symlink_to(DOCS / "sample-runs")
+    namespace: dict[str, object] = {}
+    for block in blocks:
+        exec(compile(block, f"{page.name} example", "exec"), namespace)
+
+
+def test_format_doc_names_every_column() -> None:
+    from runstore.format import RECORD_FIELDS, SCHEMAS
+
+    text = (DOCS / "docs" / "format.md").read_text()
+    for schema in SCHEMAS.values():
+        for name in schema.names:
+            assert f"`{name}`" in text, name
+    for fields in RECORD_FIELDS.values():
+        for name in fields:
+            assert f"`{name}`" in text, name
+    assert os.path.exists(DOCS / "CHANGELOG.md")
