@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from runstore import open_run, read_run
+from runstore import WriterOptions, open_run, read_run
 
 
 def baseline(directory: Path, calls: int) -> float:
@@ -40,10 +40,11 @@ def baseline(directory: Path, calls: int) -> float:
     return time.perf_counter() - start
 
 
-def runstore_run(directory: Path, calls: int) -> tuple[float, Path]:
+def runstore_run(directory: Path, calls: int, flush_interval: float) -> tuple[float, Path]:
     """runstore from open to close: every record flushed, sealed into Parquet, fsynced."""
     start = time.perf_counter()
-    with open_run(directory, env={}) as ctx:
+    options = WriterOptions(flush_interval=flush_interval)
+    with open_run(directory, env={}, options=options) as ctx:
         for step in range(calls):
             ctx.set_metrics({"loss": 0.5 + step * 1e-9, "accuracy": 0.25}, "training")
     return time.perf_counter() - start, ctx.run_dir
@@ -53,6 +54,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--flush-interval", type=float, default=WriterOptions.flush_interval)
     args = parser.parse_args()
     base_times, ours_times, run_dir = [], [], None
     scratch = Path(tempfile.mkdtemp(prefix="runstore-bench-"))
@@ -61,7 +63,8 @@ def main() -> None:
             base_dir = scratch / f"base-{repeat}"
             base_dir.mkdir()
             base_times.append(baseline(base_dir, args.calls))
-            seconds, run_dir = runstore_run(scratch / f"runs-{repeat}", args.calls)
+            runs = scratch / f"runs-{repeat}"
+            seconds, run_dir = runstore_run(runs, args.calls, args.flush_interval)
             ours_times.append(seconds)
         assert run_dir is not None
         rows = read_run(run_dir).metrics.num_rows
@@ -73,7 +76,10 @@ def main() -> None:
     base_rate = args.calls / statistics.median(base_times)
     ours_rate = args.calls / statistics.median(ours_times)
     points = 2 * args.calls
-    print(f"set_metrics with 2 values, {args.calls:,} calls, median of {args.repeats}:")
+    print(
+        f"set_metrics with 2 values, {args.calls:,} calls, median of {args.repeats}, "
+        f"flush every {args.flush_interval * 1000:g} ms:"
+    )
     print(
         f"  json.dumps + append (baseline): {base_rate:>12,.0f} calls/s  "
         f"{base_size / points:5.1f} bytes/point"
