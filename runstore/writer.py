@@ -204,8 +204,11 @@ class RunWriter:
         """Change fields of `run.json`; written by the next flush. Owner writer only."""
         if self.manifest is None:
             return
-        self.manifest = self.manifest.model_copy(update=changes)
-        self._manifest_dirty = True
+        # Under the I/O lock: the writer thread must not clear `_manifest_dirty` after
+        # writing the manifest this call replaces.
+        with self._io_lock:
+            self.manifest = self.manifest.model_copy(update=changes)
+            self._manifest_dirty = True
 
     def attach(self, source: str | os.PathLike[str], seq: int) -> str | None:
         """Copy a file or folder into the run; its path relative to the run, or None.

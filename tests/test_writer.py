@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import threading
@@ -142,3 +143,13 @@ def test_storage_fault_keeps_records_within_the_bound_and_counts_the_rest(
     ]
     assert len(faults) == 1 and faults[0]["lost_records"] == lost
     assert "writes go through again" in capsys.readouterr().err
+
+
+def test_final_status_reaches_run_json_while_the_writer_thread_is_busy(root: Path) -> None:
+    for attempt in range(20):
+        ctx = open_run(root, env={}, options=WriterOptions(flush_interval=0.0005))
+        for index in range(2_000):
+            ctx.set_metrics({"i": float(index)}, "c")
+        ctx.end_log()
+        assert json.loads((ctx.run_dir / "run.json").read_text())["status"] == "completed", attempt
+        ctx.close()
