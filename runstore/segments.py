@@ -220,10 +220,53 @@ def _metric_value(value: Any, special: str | None) -> tuple[float | None, str, s
     return None, "json", _json_text(value)
 
 
+def _uniform_floats_table(
+    writer: str,
+    ts: list[int],
+    seq: list[int],
+    category: list[str | None],
+    keys: tuple[str, ...],
+    values: list[tuple[float, ...]],
+) -> pa.Table:
+    """The common batch: every call logged the same keys, all floats. Built in C++."""
+    width = len(keys)
+    records = len(ts)
+    flat = list(itertools.chain.from_iterable(values))
+    if width == 0 or len(flat) != width * records:
+        raise ValueError("metric keys and values of different lengths")
+    value_column = pa.array(flat, pa.float64())
+    parents = pc.list_parent_indices(pa.FixedSizeListArray.from_arrays(value_column, width))
+    count = records * width
+    positions = pc.subtract(pc.cumulative_sum(pa.repeat(pa.scalar(1, pa.int64()), count)), 1)
+    key_indices = pc.subtract(positions, pc.multiply(parents.cast(pa.int64()), width))
+    key_column = pa.DictionaryArray.from_arrays(
+        key_indices.cast(pa.int32()), pa.array(keys, pa.string())
+    )
+    if category.count(category[0]) == records:
+        category_column = pa.repeat(pa.scalar(category[0], pa.string()), records * width)
+    else:
+        category_column = pa.array(category, pa.string()).take(parents)
+    return pa.table(
+        [
+            _timestamps(ts).take(parents),
+            pa.repeat(pa.scalar(writer, pa.string()), count),
+            pa.array(seq, pa.int64()).take(parents),
+            category_column,
+            key_column.cast(pa.string()),
+            value_column,
+            pa.repeat(pa.scalar("float", pa.string()), count),
+            pa.nulls(count, pa.string()),
+        ],
+        schema=SCHEMAS[METRICS],
+    )
+
+
 def _metrics_table(
     writer: str, records: Sequence[Sequence[Any]], all_floats: bool | None
 ) -> pa.Table:
     ts, seq, category, keys, values = (list(map(itemgetter(i), records)) for i in range(5))
+    if all_floats and keys.count(keys[0]) == len(keys) and len(records[0]) == 5:
+        return _uniform_floats_table(writer, ts, seq, category, keys[0], values)
     counts = pa.array(map(len, keys), pa.int32(), size=len(keys))
     offsets = pa.concat_arrays([pa.array([0], pa.int32()), pc.cumulative_sum(counts)])
     key_column = pa.array(itertools.chain.from_iterable(keys), pa.string())

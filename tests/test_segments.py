@@ -166,3 +166,17 @@ def test_unreadable_parquet_segment_is_reported(tmp_path: Path) -> None:
     path.write_bytes(b"PAR1 definitely not parquet")
     table, problems = read_segment(METRICS, path, "w")
     assert table.num_rows == 0 and "unreadable Parquet" in problems[0]
+
+
+@given(st.lists(st.dictionaries(st.sampled_from("abcd"), finite, min_size=1), max_size=20))
+@settings(max_examples=50, deadline=None)
+def test_all_float_batches_with_varying_keys_match_the_exact_path(
+    maps: list[dict[str, float]],
+) -> None:
+    records = [
+        (i, i, None if i % 3 else "c", tuple(m), tuple(m.values())) for i, m in enumerate(maps)
+    ]
+    fast = table_from_records(METRICS, "w", records, all_floats=True)
+    exact = table_from_records(METRICS, "w", records, all_floats=False)
+    order = [("seq", "ascending"), ("key", "ascending")]
+    assert fast.sort_by(order).equals(exact.sort_by(order))
