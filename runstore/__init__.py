@@ -17,7 +17,6 @@ from .errors import (
     RunDirectoryError,
     RunstoreError,
     RunstoreWarning,
-    SegmentError,
     StepFailedError,
 )
 from .format import FORMAT_VERSION, LogLevel, RunManifest, WriterManifest
@@ -39,7 +38,6 @@ __all__ = [
     "RunstoreError",
     "RunstoreWarning",
     "RuntimeContext",
-    "SegmentError",
     "StepFailedError",
     "WriterManifest",
     "WriterOptions",

@@ -13,7 +13,6 @@ __all__ = [
     "RunDirectoryError",
     "RunstoreError",
     "RunstoreWarning",
-    "SegmentError",
     "StepFailedError",
 ]
 
@@ -36,14 +35,6 @@ class ManifestError(RunstoreError):
 
 class FormatVersionError(RunstoreError):
     """A run was written by a newer runstore whose format this version cannot read."""
-
-
-class SegmentError(RunstoreError):
-    """A stream segment holds data that is not in the documented format.
-
-    Readers do not raise it for a torn last line (the normal result of a crash); they
-    collect it as a problem of the run and keep reading the rest.
-    """
 
 
 class FinishedLoggerError(RunstoreError, RuntimeError):

@@ -146,7 +146,6 @@ SCHEMAS: Final[dict[str, pa.Schema]] = {
 _SEGMENT_RE = re.compile(
     r"^(?P<writer>[A-Za-z0-9_-]+)-(?P<number>\d{6,})(?P<suffix>\.jsonl|\.parquet)$"
 )
-WRITER_ID_RE: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 class SegmentName(BaseModel):

@@ -27,7 +27,6 @@ from .format import (
     EVENTS,
     METRICS,
     PROGRESS,
-    RUN_MANIFEST,
     SCHEMAS,
     STREAMS_DIR,
     WRITERS_DIR,
@@ -35,6 +34,7 @@ from .format import (
     RunStatus,
     SegmentName,
     WriterManifest,
+    is_run_dir,
     load_run_manifest,
     load_writer_manifest,
     utc_now,
@@ -325,7 +325,7 @@ def iter_run_dirs(root: str | os.PathLike[str]) -> Iterator[Path]:
     if not base.is_dir():
         raise RunDirectoryError(f"{base}: no such folder of runs")
     for entry in sorted(base.iterdir()):
-        if entry.is_dir() and (entry / RUN_MANIFEST).exists():
+        if entry.is_dir() and is_run_dir(entry):
             yield entry
 
 
