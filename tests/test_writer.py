@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import orjson
@@ -84,6 +85,7 @@ def test_reader_racing_the_sealer_never_sees_a_record_twice_or_loses_one(root: P
         ctx.set_metrics({"i": float(index)}, "c")
         if index % 50 == 0:
             ctx.flush()
+            time.sleep(0.002)  # let the reader in between seals, even on a slow machine
     ctx.close()
     stop.set()
     reader.join()
