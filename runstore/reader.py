@@ -21,6 +21,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ._process import pid_alive
 from .errors import ManifestError, RunDirectoryError, RunstoreError
 from .format import (
     CRASH_TIMEOUT_SECONDS,
@@ -55,43 +56,13 @@ __all__ = [
 ]
 
 
-def _proc_state(pid: int) -> tuple[str, int] | None:
-    """(state letter, start time) of a Linux process, or None if there is none."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return None
-    except OSError:
-        return ("?", -1)
-    fields = stat.rsplit(")", 1)[-1].split()
-    try:
-        return fields[0], int(fields[19])
-    except (IndexError, ValueError):
-        return ("?", -1)
-
-
-def _pid_alive(pid: int, start: int | None) -> bool:
-    if Path("/proc/self/stat").exists():
-        state = _proc_state(pid)
-        if state is None or state[0] in ("Z", "X"):
-            return False
-        return start is None or state[1] in (-1, start)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def writer_alive(writer: WriterManifest, now: datetime | None = None) -> bool:
     """Whether a writer may still write: its process lives (same host) or its heartbeat
     is younger than `CRASH_TIMEOUT_SECONDS` (another host, e.g. a network filesystem)."""
     if writer.status == "closed":
         return False
     if writer.host == socket.gethostname():
-        return _pid_alive(writer.pid, writer.pid_start)
+        return pid_alive(writer.pid, writer.pid_start)
     age = ((now or utc_now()) - writer.heartbeat_at).total_seconds()
     return age < CRASH_TIMEOUT_SECONDS
 

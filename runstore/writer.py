@@ -31,6 +31,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from ._process import process_start_time
 from .errors import RunDirectoryError
 from .format import (
     ATTACHMENTS_DIR,
@@ -56,7 +57,7 @@ from .segments import (
     write_parquet_atomic,
 )
 
-__all__ = ["RunWriter", "WriterOptions", "new_writer_id", "process_start_time"]
+__all__ = ["RunWriter", "WriterOptions", "new_writer_id"]
 
 _MiB = 1024 * 1024
 
@@ -80,18 +81,6 @@ class WriterOptions:
 
 def new_writer_id() -> str:
     return f"w{os.getpid()}-{secrets.token_hex(3)}"
-
-
-def process_start_time(pid: int) -> int | None:
-    """Start time of `pid` in clock ticks since boot (Linux), to tell a reused pid apart."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    try:
-        return int(stat.rsplit(")", 1)[1].split()[19])
-    except (IndexError, ValueError):
-        return None
 
 
 @dataclass
