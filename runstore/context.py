@@ -33,14 +33,13 @@ from .format import (
     load_run_manifest,
     utc_now,
 )
-from .segments import JsonText
+from .segments import JSON_OPTIONS, JsonText
 from .writer import RunWriter, WriterOptions
 
 __all__ = ["RunLogger", "RuntimeContext", "attach_run", "open_run"]
 
 _PLAIN: Final = frozenset({float, int, str, bool, type(None)})
 _LEVELS: Final = frozenset(level.value for level in LogLevel)
-_JSON_OPTIONS: Final = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 _WAKE_MASK: Final = 0xFFFF  # ask for an early write every 65,536 records
 COMPLETE_MESSAGE: Final = "Plugin run is complete."
 _time_ns = time.time_ns  # bound once: a module attribute lookup less on the hot path
@@ -59,7 +58,7 @@ def _repr_with_warning(value: object) -> str:
 def _json_text(data: object) -> JsonText:
     """`data` as JSON now, so later changes by the job cannot alter what was logged."""
     try:
-        return JsonText(orjson.dumps(data, option=_JSON_OPTIONS, default=_repr_with_warning))
+        return JsonText(orjson.dumps(data, option=JSON_OPTIONS, default=_repr_with_warning))
     except (TypeError, orjson.JSONEncodeError):  # ints beyond 64 bits, very deep nesting
         import json
 
@@ -198,7 +197,7 @@ class RunLogger:
                     stacklevel=3,
                 )
         self._append_event(
-            (time.time_ns(), seq, event, level_text, category, payload, file_text, attachment)
+            (_time_ns(), seq, event, level_text, category, payload, file_text, attachment)
         )
 
     def message(self, content: str, level: str | LogLevel = LogLevel.INFO, **extra: Any) -> None:
@@ -283,7 +282,7 @@ class RunLogger:
         }
         self._append_progress(
             (
-                time.time_ns(),
+                _time_ns(),
                 self._next_seq(),
                 category,
                 current,
@@ -373,7 +372,7 @@ def _new_run_id() -> str:
 
 
 def _jsonable(value: Any) -> Any:
-    return orjson.loads(orjson.dumps(value, option=_JSON_OPTIONS, default=_repr_with_warning))
+    return orjson.loads(orjson.dumps(value, option=JSON_OPTIONS, default=_repr_with_warning))
 
 
 class RuntimeContext:

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from .format import EVENTS, FORMAT_VERSION, METRICS, RECORD_FIELDS, SCHEMAS
 
 __all__ = [
+    "JSON_OPTIONS",
     "MAX_RECORDS_PER_LINE",
     "DecodedLines",
     "JsonText",
@@ -42,7 +43,8 @@ __all__ = [
 #: reader (DuckDB's default limit is 16 MB per object).
 MAX_RECORDS_PER_LINE: Final = 8192
 
-_JSON_OPTIONS: Final = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+#: How runstore encodes JSON everywhere: numpy values as numbers, non-string keys as text.
+JSON_OPTIONS: Final = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 _INT64_MIN: Final = -(2**63)
 _INT64_MAX: Final = 2**63 - 1
 _EXACT_FLOAT_INT: Final = 2**53
@@ -105,13 +107,13 @@ def encode_records(stream: str, records: Sequence[Sequence[Any]]) -> bytes:
     for start in range(0, len(records), MAX_RECORDS_PER_LINE):
         chunk = records[start : start + MAX_RECORDS_PER_LINE]
         try:
-            line = orjson.dumps(chunk, option=_JSON_OPTIONS, default=_default)
+            line = orjson.dumps(chunk, option=JSON_OPTIONS, default=_default)
         except orjson.JSONEncodeError:
             line = b""  # an int beyond 64 bits: take the careful path below
         if stream == METRICS and (not line or b"null" in line):
             # JSON writes NaN and infinities as null: keep them in the `special` field.
             line = orjson.dumps(
-                [_with_special(r) for r in chunk], option=_JSON_OPTIONS, default=_default
+                [_with_special(r) for r in chunk], option=JSON_OPTIONS, default=_default
             )
         elif not line:
             line = orjson.dumps(chunk, default=_default)  # raises: the writer counts it
@@ -200,7 +202,7 @@ def _timestamps(ts_ns: Sequence[Any]) -> pa.Array:
 def _json_text(value: object) -> str:
     if isinstance(value, JsonText):
         return value.decode()
-    return orjson.dumps(value, option=_JSON_OPTIONS, default=_default).decode()
+    return orjson.dumps(value, option=JSON_OPTIONS, default=_default).decode()
 
 
 def _metric_value(value: Any, special: str | None) -> tuple[float | None, str, str | None]:
