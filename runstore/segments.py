@@ -21,7 +21,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .format import EVENTS, FORMAT_VERSION, METRICS, RECORD_FIELDS, SCHEMAS
+from .errors import RunstoreError
+from .format import (
+    EVENTS,
+    FORMAT_VERSION,
+    METRICS,
+    RECORD_FIELDS,
+    SCHEMAS,
+    check_format_version,
+)
 
 __all__ = [
     "JSON_OPTIONS",
@@ -181,14 +189,12 @@ def decode_lines(stream: str, data: bytes, *, start: int = 0, where: str = "") -
 
 
 def _check_header(stream: str, header: dict[str, Any]) -> str | None:
-    version = header.get("runstore")
-    if not isinstance(version, int) or header.get("stream") != stream:
+    if header.get("stream") != stream:
         return f"not a {stream} segment header"
-    if version > FORMAT_VERSION:
-        return (
-            f"segment written in format version {version}; this runstore reads up to "
-            f"{FORMAT_VERSION}: upgrade runstore"
-        )
+    try:
+        check_format_version(header.get("runstore"), "segment header")
+    except RunstoreError as exc:
+        return str(exc)
     return None
 
 
