@@ -228,6 +228,38 @@ def _metric_value(value: Any, special: str | None) -> tuple[float | None, str, s
     return None, "json", _json_text(value)
 
 
+def _constant(text: str | None, count: int) -> pa.Array:
+    """A string column holding `text` `count` times, made in C++."""
+    return pa.repeat(pa.scalar(text, pa.string()), count)
+
+
+def _assemble_metrics(
+    writer: str,
+    ts: pa.Array,
+    seq: pa.Array,
+    category: pa.Array,
+    key: pa.Array,
+    value: pa.Array,
+    kind: pa.Array | None = None,
+    text: pa.Array | None = None,
+) -> pa.Table:
+    """The metrics table from its columns; no `kind`/`text` means every value a float."""
+    count = len(key)
+    return pa.table(
+        [
+            ts,
+            _constant(writer, count),
+            seq,
+            category,
+            key,
+            value,
+            _constant("float", count) if kind is None else kind,
+            pa.nulls(count, pa.string()) if text is None else text,
+        ],
+        schema=SCHEMAS[METRICS],
+    )
+
+
 def _uniform_floats_table(
     writer: str,
     ts: list[int],
@@ -251,21 +283,16 @@ def _uniform_floats_table(
         key_indices.cast(pa.int32()), pa.array(keys, pa.string())
     )
     if category.count(category[0]) == records:
-        category_column = pa.repeat(pa.scalar(category[0], pa.string()), records * width)
+        category_column = _constant(category[0], count)
     else:
         category_column = pa.array(category, pa.string()).take(parents)
-    return pa.table(
-        [
-            _timestamps(ts).take(parents),
-            pa.repeat(pa.scalar(writer, pa.string()), count),
-            pa.array(seq, pa.int64()).take(parents),
-            category_column,
-            key_column.cast(pa.string()),
-            value_column,
-            pa.repeat(pa.scalar("float", pa.string()), count),
-            pa.nulls(count, pa.string()),
-        ],
-        schema=SCHEMAS[METRICS],
+    return _assemble_metrics(
+        writer,
+        _timestamps(ts).take(parents),
+        pa.array(seq, pa.int64()).take(parents),
+        category_column,
+        key_column.cast(pa.string()),
+        value_column,
     )
 
 
@@ -291,11 +318,9 @@ def _metrics_table(
     )
     if all_floats is None:
         all_floats = specials is None and set(map(type, flat)) <= {float}
-    count = len(flat)
+    kind_column = text_column = None
     if all_floats:
         value_column = pa.array(flat, pa.float64())
-        kind_column = pa.repeat(pa.scalar("float", pa.string()), count)
-        text_column = pa.nulls(count, pa.string())
     else:
         special_at: dict[int, str] = {}
         if specials is not None:
@@ -315,18 +340,15 @@ def _metrics_table(
             "category": pa.array(category, pa.string()),
         }
     ).take(parents)
-    return pa.table(
-        [
-            per_record["ts"],
-            pa.repeat(pa.scalar(writer, pa.string()), count),
-            per_record["seq"],
-            per_record["category"],
-            key_column,
-            value_column,
-            kind_column,
-            text_column,
-        ],
-        schema=SCHEMAS[METRICS],
+    return _assemble_metrics(
+        writer,
+        per_record["ts"],
+        per_record["seq"],
+        per_record["category"],
+        key_column,
+        value_column,
+        kind_column,
+        text_column,
     )
 
 
@@ -334,7 +356,7 @@ def _columns_table(stream: str, writer: str, records: Sequence[Sequence[Any]]) -
     schema = SCHEMAS[stream]
     fields = RECORD_FIELDS[stream]
     columns = [list(map(itemgetter(i), records)) for i in range(len(fields))]
-    arrays = [_timestamps(columns[0]), pa.repeat(pa.scalar(writer, pa.string()), len(records))]
+    arrays = [_timestamps(columns[0]), _constant(writer, len(records))]
     # Record fields after ts_ns line up with schema fields after ts and writer.
     for name, values, schema_field in zip(fields[1:], columns[1:], list(schema)[2:], strict=True):
         if name == "data":
