@@ -107,6 +107,16 @@ class _Stream:
     pending_bytes: int = 0
     next_seal_attempt: float = 0.0
 
+    def forget(self) -> None:
+        """Back to a new stream of segment 1, keeping the deques: a context holds their
+        bound `append`s."""
+        fresh = _Stream(self.name, self.directory)
+        for name in self.__dataclass_fields__:
+            if name in ("records", "mixed"):
+                getattr(self, name).clear()
+            else:
+                setattr(self, name, getattr(fresh, name))
+
 
 class RunWriter:
     """Writes the records of one process into a run directory.
@@ -135,16 +145,7 @@ class RunWriter:
         self.seq = itertools.count(1)
         self.manifest = manifest
         self.buffers = {name: _Stream(name, run_dir / STREAMS_DIR / name) for name in STREAMS}
-        now = utc_now()
-        self.writer_manifest = WriterManifest(
-            writer_id=self.writer_id,
-            run_id=run_id,
-            host=socket.gethostname(),
-            pid=os.getpid(),
-            pid_start=process_start_time(os.getpid()),
-            started_at=now,
-            heartbeat_at=now,
-        )
+        self.writer_manifest = self._new_writer_manifest()
         self._io_lock = threading.RLock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -175,6 +176,19 @@ class RunWriter:
                 f"cannot write the run directory {self.run_dir}: {exc.strerror or exc}; "
                 "check that the root exists and is writable"
             ) from None
+
+    def _new_writer_manifest(self) -> WriterManifest:
+        now = utc_now()
+        pid = os.getpid()
+        return WriterManifest(
+            writer_id=self.writer_id,
+            run_id=self.run_id,
+            host=socket.gethostname(),
+            pid=pid,
+            pid_start=process_start_time(pid),
+            started_at=now,
+            heartbeat_at=now,
+        )
 
     def _start_thread(self) -> threading.Thread:
         thread = threading.Thread(
@@ -487,25 +501,8 @@ class RunWriter:
         self.writer_id = new_writer_id()
         self.manifest = None
         for stream in self.buffers.values():
-            stream.records.clear()
-            stream.mixed.clear()
-            stream.pending.clear()
-            stream.pending_tables = []
-            stream.tables = []
-            stream.pending_bytes = 0
-            stream.lines = []
-            stream.number = 1
-            stream.written_bytes = 0
-        self.writer_manifest = self.writer_manifest.model_copy(
-            update={
-                "writer_id": self.writer_id,
-                "pid": os.getpid(),
-                "pid_start": process_start_time(os.getpid()),
-                "started_at": utc_now(),
-                "records_written": 0,
-                "lost_records": 0,
-            }
-        )
+            stream.forget()
+        self.writer_manifest = self._new_writer_manifest()
         self._io_lock = threading.RLock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
