@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 import orjson
@@ -13,8 +14,12 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__
-from .errors import RunstoreError
+from ._output import FORMATS, write_result
+from .errors import QueryError, RunstoreError
 from .reader import RunData, RunInfo, list_runs, read_run
+
+if TYPE_CHECKING:
+    from .query import Store
 
 __all__ = ["main"]
 
@@ -209,6 +214,225 @@ def show_command(run_dir: Path, as_json: bool, dev: bool, message_count: int) ->
         )
     for problem in run.problems:
         console.print(f"[yellow]problem: {problem}[/]")
+
+
+_REPL_HELP = """\
+End a query with ';' (it may span lines). Views: runs, events, messages, dev_events,
+progress, metrics, latest_metrics, latest_progress (docs/sql.md).
+  .tables           list the views
+  .schema VIEW      columns and types of a view
+  .format FORMAT    table, csv, json or jsonl
+  .quit             leave (or Ctrl-D)"""
+
+
+def _print_query(
+    store: Store, query: str, fmt: str, out: IO[bytes], max_rows: int, console: Console
+) -> None:
+    import duckdb
+
+    try:
+        relation = store.sql(query)
+        if relation is not None:
+            write_result(relation, fmt, out, max_rows=max_rows, console=console)
+    except duckdb.Error as exc:  # raised while the result is fetched
+        raise QueryError(f"SQL error: {str(exc).strip()}") from None
+
+
+def _dot_command(store: Store, line: str, state: dict[str, Any], console: Console) -> bool:
+    """Run one `.command` of the prompt; False to leave."""
+    from .query import VIEWS
+
+    command, _, argument = line.partition(" ")
+    argument = argument.strip().rstrip(";")
+    if command in (".quit", ".exit"):
+        return False
+    if command == ".tables":
+        console.print("  ".join(VIEWS))
+    elif command == ".schema" and argument in VIEWS:
+        _print_query(store, f"DESCRIBE {argument}", "table", sys.stdout.buffer, 0, console)
+    elif command == ".format" and argument in FORMATS and argument != "parquet":
+        state["format"] = argument
+    else:
+        console.print(_REPL_HELP, markup=False)
+    return True
+
+
+def _repl(store: Store, fmt: str, max_rows: int, console: Console) -> None:
+    with contextlib.suppress(ImportError):  # not on every platform
+        import readline  # noqa: F401  (line editing and history for input())
+    count = store.connection.sql("SELECT count(*) FROM runs").fetchall()[0][0]
+    console.print(f"runstore SQL over {count} runs in {store.root}. Type .help for help.")
+    state: dict[str, Any] = {"format": "table" if fmt == "parquet" else fmt}
+    lines: list[str] = []
+    while True:
+        try:
+            line = input("...> " if lines else "sql> ")
+        except EOFError:
+            break
+        except KeyboardInterrupt:
+            lines = []
+            console.print()
+            continue
+        if not lines and line.strip().startswith("."):
+            if not _dot_command(store, line.strip(), state, console):
+                break
+            continue
+        lines.append(line)
+        if line.rstrip().endswith(";"):
+            query, lines = "\n".join(lines), []
+            try:
+                _print_query(store, query, state["format"], sys.stdout.buffer, max_rows, console)
+            except RunstoreError as exc:
+                console.print(f"error: {exc}", style="red", markup=False)
+
+
+@main.command("sql")
+@click.argument("root", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("query", required=False)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="table",
+    show_default=True,
+    help="How to print the result.",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the result to this file instead of stdout.",
+)
+@click.option(
+    "--max-rows",
+    default=100,
+    show_default=True,
+    help="Rows shown in a table (0: all); other formats print every row.",
+)
+@click.option(
+    "--confined",
+    is_flag=True,
+    help="Allow only SELECT queries that read the store (as the viewer does).",
+)
+@click.option(
+    "--interactive",
+    "-i",
+    is_flag=True,
+    help="Prompt for queries even when stdin is not a terminal.",
+)
+def sql_command(
+    root: Path,
+    query: str | None,
+    fmt: str,
+    output: Path | None,
+    max_rows: int,
+    confined: bool,
+    interactive: bool,
+) -> None:
+    """Ask SQL questions of every run under ROOT (DuckDB SQL).
+
+    Views: runs, events, messages, dev_events, progress, metrics, latest_metrics,
+    latest_progress; docs/sql.md lists their columns. Without QUERY, prompts for
+    queries on a terminal, or runs the queries read from stdin.
+
+    Example: runstore sql sample-runs "SELECT run_id, status, duration FROM runs"
+    """
+    import warnings
+
+    from .errors import RunstoreWarning
+    from .query import COMPACT_HINT_RUNS, Store
+
+    if fmt == "parquet" and output is None and sys.stdout.isatty():
+        raise click.UsageError("Parquet is binary: pass --output FILE or redirect stdout")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RunstoreWarning)  # printed below, once each
+        store = Store(root, confined=confined)
+    for problem in store.problems:
+        click.echo(f"warning: {problem}", err=True)
+    if store.pending_compaction >= COMPACT_HINT_RUNS:
+        click.echo(
+            f"hint: {store.pending_compaction} finished runs are read from their own "
+            f"folders; `runstore compact {root}` makes queries over them faster",
+            err=True,
+        )
+    console = _console()
+    with store, warnings.catch_warnings():
+        warnings.simplefilter("ignore", RunstoreWarning)
+        if query is None and (interactive or sys.stdin.isatty()):
+            _repl(store, fmt, max_rows, console)
+            return
+        out = open(output, "wb") if output is not None else sys.stdout.buffer  # noqa: SIM115
+        try:
+            if query is not None:
+                _print_query(store, query, fmt, out, max_rows, console)
+                return
+            script = sys.stdin.read()
+            try:
+                statements = store.connection.extract_statements(script)
+            except Exception as exc:  # duckdb.ParserException
+                raise QueryError(f"SQL error: {str(exc).strip()}") from None
+            for statement in statements:
+                _print_query(store, statement.query, fmt, out, max_rows, console)
+        finally:
+            if output is not None:
+                out.close()
+
+
+@main.command("compact")
+@click.argument("root", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--rebuild", is_flag=True, help="Start a new archive from the run folders alone.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def compact_command(root: Path, rebuild: bool, as_json: bool) -> None:
+    """Merge the finished runs under ROOT into the archive that makes queries fast.
+
+    The archive (ROOT/.runstore/archive) is derived from the run folders: safe to
+    delete, rebuilt by this command. Running runs are left to be read live.
+
+    Example: runstore compact sample-runs
+    """
+    from .compact import compact
+
+    report = compact(root, rebuild=rebuild)
+    for problem in report.problems:
+        click.echo(f"warning: {problem}", err=True)
+    if as_json:
+        _json_out(report.__dict__)
+        return
+    click.echo(
+        f"archived {report.added} runs, dropped {report.dropped} changed or deleted; "
+        f"the archive holds {report.archived} runs in {report.parts} parts; "
+        f"{report.live} running runs left live ({report.seconds:.2f} s)"
+    )
+
+
+@main.command("export")
+@click.argument("root", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--to",
+    "target",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Folder to write (must not exist, or be empty).",
+)
+@click.option(
+    "--partition-by",
+    default="date",
+    show_default=True,
+    help="Comma-separated hive partition keys: date, plugin, action; '' for none.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace the folder if it exists.")
+def export_command(root: Path, target: Path, partition_by: str, overwrite: bool) -> None:
+    """Write the store under ROOT as hive-partitioned Parquet for Spark, Trino, Ray
+    Data, pandas or DuckDB: one folder per table (runs, events, progress, metrics).
+
+    Example: runstore export sample-runs --to /tmp/runs-parquet
+    """
+    from .export import export_store
+
+    keys = tuple(key.strip() for key in partition_by.split(",") if key.strip())
+    rows = export_store(root, target, partition_by=keys, overwrite=overwrite)
+    summary = ", ".join(f"{table} {count}" for table, count in rows.items())
+    click.echo(f"wrote {target}: {summary} rows")
 
 
 @main.command("demo")

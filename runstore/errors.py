@@ -10,6 +10,7 @@ __all__ = [
     "FinishedLoggerError",
     "FormatVersionError",
     "ManifestError",
+    "QueryError",
     "RunDirectoryError",
     "RunstoreError",
     "RunstoreWarning",
@@ -35,6 +36,14 @@ class ManifestError(RunstoreError):
 
 class FormatVersionError(RunstoreError):
     """A run was written by a newer runstore whose format this version cannot read."""
+
+
+class QueryError(RunstoreError):
+    """A SQL query over a store failed, or was refused by a confined store.
+
+    The message carries DuckDB's own explanation and, when a query was refused, what
+    confined SQL may do (read the store's views with SELECT, nothing else).
+    """
 
 
 class FinishedLoggerError(RunstoreError, RuntimeError):

@@ -45,6 +45,7 @@ from .segments import read_segment
 __all__ = [
     "RunData",
     "RunInfo",
+    "SegmentCache",
     "decode_metric",
     "derive_status",
     "iter_run_dirs",
@@ -106,13 +107,47 @@ def segment_files(run_dir: Path, stream: str) -> list[tuple[SegmentName, Path]]:
     return [(name, directory / name.filename) for name in ordered]
 
 
-def read_stream(run_dir: Path, stream: str) -> tuple[pa.Table, list[str]]:
-    """All records of a stream, ordered by time (then writer and sequence)."""
+#: Segments read before, by path: (size and mtime of a live file, or None for a sealed
+#: one, which never changes), the table and the problems found in it.
+SegmentCache = dict[Path, tuple[tuple[int, int] | None, pa.Table, list[str]]]
+
+
+def _read_cached(
+    stream: str, name: SegmentName, path: Path, cache: SegmentCache | None
+) -> tuple[pa.Table, list[str]]:
+    if cache is None:
+        return read_segment(stream, path, name.writer)
+    key = None
+    if not name.sealed:
+        status = os.stat(path)
+        key = (status.st_size, status.st_mtime_ns)
+    hit = cache.get(path)
+    if hit is not None and hit[0] == key:
+        return hit[1], hit[2]
+    table, found = read_segment(stream, path, name.writer)
+    cache[path] = (key, table, found)
+    return table, found
+
+
+def read_stream(
+    run_dir: Path, stream: str, cache: SegmentCache | None = None
+) -> tuple[pa.Table, list[str]]:
+    """All records of a stream, ordered by time (then writer and sequence).
+
+    With a `cache` (kept by the caller between calls), segments that have not changed
+    since the last call are not read again: a store refreshing a live run rereads only
+    its growing JSONL segments.
+    """
     tables: list[pa.Table] = []
     problems: list[str] = []
-    for name, path in segment_files(run_dir, stream):
+    listed = segment_files(run_dir, stream)
+    if cache is not None:
+        for stale in set(cache) - {path for _, path in listed}:
+            if stale.parent == run_dir / STREAMS_DIR / stream:
+                del cache[stale]
+    for name, path in listed:
         try:
-            table, found = read_segment(stream, path, name.writer)
+            table, found = _read_cached(stream, name, path, cache)
         except FileNotFoundError:
             # Sealed between listing and reading: the Parquet holds the same records.
             sealed = path.with_name(SegmentName(**{**name.model_dump(), "sealed": True}).filename)

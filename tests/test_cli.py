@@ -69,3 +69,74 @@ def test_every_command_has_help_and_a_documented_example() -> None:
         result = runner.invoke(main, [name, "--help"])
         assert result.exit_code == 0
         assert f"runstore {name}" in readme, f"README does not show `runstore {name}`"
+
+
+def test_sql_prints_a_table_by_default_and_formats_for_scripts(tmp_path: Path) -> None:
+    query = "SELECT run_id, status FROM runs ORDER BY run_id"
+    table = _cli("sql", str(SAMPLE_RUNS), query)
+    assert table.returncode == 0, table.stderr
+    assert "demo-crashed" in table.stdout and "crashed" in table.stdout and "4 rows" in table.stdout
+    csv = _cli("sql", str(SAMPLE_RUNS), query, "--format", "csv")
+    assert csv.stdout.splitlines()[:2] == ["run_id,status", "demo-crashed,crashed"]
+    as_json = json.loads(_cli("sql", str(SAMPLE_RUNS), query, "--format", "json").stdout)
+    assert as_json[0] == {"run_id": "demo-crashed", "status": "crashed"}
+    lines = _cli("sql", str(SAMPLE_RUNS), "SELECT ts, value FROM metrics", "--format", "jsonl")
+    first = json.loads(lines.stdout.splitlines()[0])
+    assert first["ts"].endswith("+00:00") and isinstance(first["value"], float)
+    out = tmp_path / "latest.parquet"
+    written = _cli(
+        "sql",
+        str(SAMPLE_RUNS),
+        "SELECT * FROM latest_metrics",
+        "--format",
+        "parquet",
+        "-o",
+        str(out),
+    )
+    assert written.returncode == 0, written.stderr
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(out).num_rows == 10
+
+
+def test_sql_reads_queries_from_stdin_and_prompts_interactively() -> None:
+    script = "SELECT 1 AS one;\nSELECT count(*) AS runs FROM runs;"
+    piped = subprocess.run(
+        [sys.executable, "-m", "runstore.cli", "sql", str(SAMPLE_RUNS), "--format", "csv"],
+        input=script,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert piped.stdout.splitlines() == ["one", "1", "runs", "4"]
+    session = "SELECT 2\n  AS two;\n.tables\n.format csv\nSELECT 3 AS three;\nSELEC;\n.quit\n"
+    result = CliRunner().invoke(main, ["sql", str(SAMPLE_RUNS), "-i"], input=session)
+    assert result.exit_code == 0, result.output
+    assert "over 4 runs" in result.output and "latest_progress" in result.output
+    assert "three\r\n3" in result.output or "three\n3" in result.output
+    assert "error: SQL error: Parser Error" in result.output  # and the prompt went on
+
+
+def test_sql_errors_exit_non_zero_with_one_clear_line(tmp_path: Path) -> None:
+    bad = _cli("sql", str(SAMPLE_RUNS), "SELECT nope FROM runs")
+    assert bad.returncode == 1 and bad.stderr.startswith("error: SQL error: Binder Error")
+    refused = _cli("sql", str(SAMPLE_RUNS), "--confined", "SELECT * FROM read_csv('/etc/passwd')")
+    assert refused.returncode == 1 and "refused" in refused.stderr
+    missing = _cli("sql", str(tmp_path / "nowhere"), "SELECT 1")
+    assert missing.returncode == 1 and "no such folder" in missing.stderr
+
+
+def test_compact_and_export_commands(tmp_path: Path) -> None:
+    import shutil
+
+    root = tmp_path / "runs"
+    shutil.copytree(SAMPLE_RUNS, root)
+    made = _cli("compact", str(root))
+    assert made.returncode == 0, made.stderr
+    assert "archived 4 runs" in made.stdout
+    again = json.loads(_cli("compact", str(root), "--json").stdout)
+    assert again["added"] == 0 and again["archived"] == 4
+    exported = _cli("export", str(root), "--to", str(tmp_path / "parquet"))
+    assert exported.returncode == 0 and "metrics 519" in exported.stdout
+    refused = _cli("export", str(root), "--to", str(tmp_path / "parquet"))
+    assert refused.returncode == 1 and "--overwrite" in refused.stderr

@@ -37,3 +37,24 @@ def test_format_doc_names_every_column() -> None:
         for name in fields:
             assert f"`{name}`" in text, name
     assert os.path.exists(DOCS / "CHANGELOG.md")
+
+
+def test_sql_doc_examples_answer_and_every_column_is_documented() -> None:
+    from runstore import Store
+    from runstore.archive import store_schema
+    from runstore.query import VIEWS
+
+    text = (DOCS / "docs" / "sql.md").read_text()
+    queries = re.findall(r"```sql\n(.*?)```", text, flags=re.DOTALL)
+    assert len(queries) >= 5
+    with Store(DOCS / "sample-runs") as store:
+        for query in queries:
+            relation = store.sql(query)
+            assert relation is not None and relation.fetchall(), query
+        for view in VIEWS:
+            assert f"`{view}`" in text, view
+            columns = store.sql(f"SELECT * FROM {view} LIMIT 0")
+            assert columns is not None
+            for column in columns.columns:
+                assert f"`{column}`" in text, f"{view}.{column} is not in docs/sql.md"
+        assert store_schema("metrics").names[0] == "run_id"

@@ -1,0 +1,274 @@
+"""A root of runs as a store: its run directories, their tables, and the archive.
+
+Run directories are the source of truth. Beside them, `ROOT/.runstore/archive/` holds
+finished runs compacted into a few large Parquet files (see docs/sql.md): derived,
+rebuildable by `runstore compact`, safe to delete at any time. This module defines the
+store-level tables (every stream with a `run_id` column, and `runs` from the
+manifests), how a run directory is recognised as unchanged since it was archived, and
+the archive's catalog. `compact.py` writes the archive, `query.py` reads it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import orjson
+import pyarrow as pa
+from pydantic import BaseModel, Field
+
+from . import __version__
+from .errors import ManifestError, RunDirectoryError
+from .format import METRICS, PROGRESS, RUN_MANIFEST, SCHEMAS, STREAMS, WRITERS_DIR
+from .reader import RunInfo, writer_alive
+from .segments import atomic_write_bytes
+
+__all__ = [
+    "ARCHIVE_VERSION",
+    "LATEST_METRICS",
+    "LATEST_PROGRESS",
+    "PART_TABLES",
+    "RUNS",
+    "RUNS_SCHEMA",
+    "ArchivePart",
+    "ArchivedRun",
+    "Catalog",
+    "RunDir",
+    "archive_dir",
+    "is_archivable",
+    "latest_select",
+    "load_catalog",
+    "runs_table",
+    "save_catalog",
+    "scan_root",
+    "sql_path",
+    "store_schema",
+    "with_run_id",
+]
+
+#: Folder of derived data under a root; not a run (it has no run.json).
+STORE_DIR: Final = ".runstore"
+ARCHIVE_DIR: Final = "archive"
+CATALOG: Final = "catalog.json"
+#: Version of the archive's layout; an archive of another version is ignored (and
+#: rebuilt by the next compaction), never misread.
+ARCHIVE_VERSION: Final = 1
+
+RUNS: Final = "runs"
+LATEST_METRICS: Final = "latest_metrics"
+LATEST_PROGRESS: Final = "latest_progress"
+#: One Parquet file of each of these per archive part.
+PART_TABLES: Final = (RUNS, *STREAMS, LATEST_METRICS, LATEST_PROGRESS)
+
+_TS = pa.timestamp("us", tz="UTC")
+_RUN_ID = pa.field("run_id", pa.string(), nullable=False)
+
+RUNS_SCHEMA: Final = pa.schema(
+    [
+        _RUN_ID,
+        pa.field("dir", pa.string(), nullable=False),  # directory name under the root
+        pa.field("plugin", pa.string()),
+        pa.field("action", pa.string()),
+        pa.field("job_id", pa.string()),
+        pa.field("status", pa.string(), nullable=False),  # derived: incl. crashed
+        pa.field("started_at", _TS, nullable=False),
+        pa.field("ended_at", _TS),
+        pa.field("duration", pa.float64()),  # seconds; to the last heartbeat if no end
+        pa.field("error", pa.string()),
+        pa.field("host", pa.string()),
+        pa.field("pid", pa.int64()),
+        pa.field("writers", pa.int64()),
+        pa.field("records", pa.int64()),
+        pa.field("lost_records", pa.int64()),
+        pa.field("language", pa.string()),
+        pa.field("params", pa.string()),  # JSON text
+        pa.field("env", pa.string()),  # JSON text, secrets masked
+        pa.field("checkpoint", pa.string()),  # JSON text
+        pa.field("runstore_version", pa.string()),
+        pa.field("format_version", pa.int64()),
+    ]
+)
+
+
+def store_schema(table: str) -> pa.Schema:
+    """The schema of a store-level table: `runs`, or a stream (or its latest_* view)
+    with `run_id` in front."""
+    if table == RUNS:
+        return RUNS_SCHEMA
+    stream = {LATEST_METRICS: METRICS, LATEST_PROGRESS: PROGRESS}.get(table, table)
+    if stream not in SCHEMAS:
+        raise ValueError(f"unknown store table {table!r}")
+    return SCHEMAS[stream].insert(0, _RUN_ID)
+
+
+def with_run_id(table: pa.Table, run_id: str) -> pa.Table:
+    return table.add_column(0, _RUN_ID, pa.repeat(pa.scalar(run_id, pa.string()), len(table)))
+
+
+def _json(value: object) -> str | None:
+    return None if value is None else orjson.dumps(value, default=repr).decode()
+
+
+def runs_table(runs: Iterable[tuple[str, RunInfo]]) -> pa.Table:
+    """The `runs` rows of (directory name, run) pairs."""
+    rows = []
+    for name, run in runs:
+        manifest = run.manifest
+        rows.append(
+            {
+                "run_id": manifest.run_id,
+                "dir": name,
+                "plugin": manifest.plugin,
+                "action": manifest.action,
+                "job_id": manifest.job_id,
+                "status": run.status,
+                "started_at": manifest.started_at,
+                "ended_at": manifest.ended_at,
+                "duration": run.duration,
+                "error": manifest.error,
+                "host": manifest.host,
+                "pid": manifest.pid,
+                "writers": len(run.writers),
+                "records": sum(w.records_written for w in run.writers),
+                "lost_records": run.lost_records,
+                "language": manifest.language,
+                "params": _json(manifest.params),
+                "env": _json(manifest.env),
+                "checkpoint": _json(manifest.checkpoint),
+                "runstore_version": manifest.runstore_version,
+                "format_version": manifest.format_version,
+            }
+        )
+    return pa.Table.from_pylist(rows, schema=RUNS_SCHEMA)
+
+
+def is_archivable(run: RunInfo) -> bool:
+    """A run is final once its status is and no writer of it can write any more."""
+    return run.status != "running" and not any(writer_alive(w) for w in run.writers)
+
+
+# -- run directories ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """A run directory and its signature: what changes whenever the run can have
+    changed. `run.json` is replaced atomically (new inode) at start and end; every
+    writer manifest update renames a file into `writers/` (new directory mtime); a
+    finished run whose signature holds has not changed."""
+
+    name: str
+    path: Path
+    signature: tuple[int, ...]
+
+
+def scan_root(root: Path) -> list[RunDir]:
+    """The run directories directly under `root`, by name; two `stat` calls each."""
+    try:
+        entries = list(os.scandir(root))
+    except FileNotFoundError:
+        raise RunDirectoryError(f"{root}: no such folder of runs") from None
+    except NotADirectoryError:
+        raise RunDirectoryError(f"{root}: not a folder of runs") from None
+    found = []
+    for entry in entries:
+        if entry.name.startswith(".") or not entry.is_dir():
+            continue
+        try:
+            manifest = os.stat(os.path.join(entry.path, RUN_MANIFEST))
+        except OSError:
+            continue
+        try:
+            writers = os.stat(os.path.join(entry.path, WRITERS_DIR)).st_mtime_ns
+        except OSError:
+            writers = 0
+        signature = (manifest.st_ino, manifest.st_mtime_ns, manifest.st_size, writers)
+        found.append(RunDir(entry.name, Path(entry.path), signature))
+    found.sort(key=lambda run: run.name)
+    return found
+
+
+# -- the archive's catalog ------------------------------------------------------------
+
+
+class ArchivedRun(BaseModel):
+    run_id: str
+    signature: tuple[int, ...]
+
+
+class ArchivePart(BaseModel):
+    """A folder of Parquet files (one per table in PART_TABLES) holding some runs."""
+
+    name: str
+    runs: dict[str, ArchivedRun]  # by directory name
+    rows: dict[str, int] = Field(default_factory=dict)
+
+
+class Catalog(BaseModel):
+    """`catalog.json`: which runs the archive holds, in which part, as of which
+    signature. Written atomically; a part not listed here is not part of the archive."""
+
+    archive_version: int = ARCHIVE_VERSION
+    runstore_version: str = __version__
+    parts: list[ArchivePart] = Field(default_factory=list)
+
+    def runs(self) -> dict[str, tuple[ArchivePart, ArchivedRun]]:
+        return {name: (part, run) for part in self.parts for name, run in part.runs.items()}
+
+
+def archive_dir(root: Path) -> Path:
+    return root / STORE_DIR / ARCHIVE_DIR
+
+
+def load_catalog(root: Path) -> Catalog | None:
+    """The archive's catalog, or None if there is no archive.
+
+    Raises `ManifestError` when the catalog is damaged or of another archive version:
+    callers ignore the archive then (it is only derived data) and say so.
+    """
+    path = archive_dir(root) / CATALOG
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ManifestError(f"{path}: cannot be read ({exc.strerror})") from None
+    try:
+        catalog = Catalog.model_validate_json(raw)
+    except ValueError as exc:
+        detail = str(exc).splitlines()[0]
+        raise ManifestError(
+            f"{path}: damaged archive catalog ({detail}); the archive is ignored, "
+            "run `runstore compact` to rebuild it"
+        ) from None
+    if catalog.archive_version != ARCHIVE_VERSION:
+        raise ManifestError(
+            f"{path}: archive version {catalog.archive_version}, this runstore reads "
+            f"version {ARCHIVE_VERSION}; the archive is ignored, run `runstore compact` "
+            "to rebuild it"
+        )
+    return catalog
+
+
+def save_catalog(root: Path, catalog: Catalog) -> None:
+    atomic_write_bytes(archive_dir(root) / CATALOG, catalog.model_dump_json().encode())
+
+
+_LATEST_KEYS: Final = {LATEST_METRICS: "run_id, category, key", LATEST_PROGRESS: "run_id, category"}
+
+
+def latest_select(table: str, source: str) -> str:
+    """SQL for `latest_metrics` / `latest_progress` over `source` (a table or view with
+    the stream's store schema): the last record per run and category (and key)."""
+    return (
+        f"SELECT * FROM {source} QUALIFY row_number() OVER "
+        f"(PARTITION BY {_LATEST_KEYS[table]} ORDER BY ts DESC, writer DESC, seq DESC) = 1"
+    )
+
+
+def sql_path(path: Path) -> str:
+    """`path` as a SQL string literal."""
+    return "'" + str(path).replace("'", "''") + "'"

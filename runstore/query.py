@@ -1,0 +1,340 @@
+"""SQL over every run of a root, with DuckDB (docs/sql.md).
+
+A `Store` keeps one in-process DuckDB connection whose views (`runs`, `events`,
+`messages`, `dev_events`, `progress`, `metrics`, `latest_metrics`, `latest_progress`)
+join two sources: the root's archive of finished runs (Parquet, read by DuckDB from
+disk) and every other run, read from its own directory into Arrow tables that stay
+in memory between queries. Before each query the store looks at the root again (two
+`stat` calls per run): a running run's new records appear, a run archived meanwhile
+moves from one source to the other, and no record is counted twice.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import duckdb
+import pyarrow as pa
+
+from .archive import (
+    LATEST_METRICS,
+    LATEST_PROGRESS,
+    PART_TABLES,
+    RUNS,
+    Catalog,
+    RunDir,
+    archive_dir,
+    is_archivable,
+    latest_select,
+    load_catalog,
+    runs_table,
+    scan_root,
+    sql_path,
+    store_schema,
+    with_run_id,
+)
+from .compact import CompactReport, compact
+from .errors import ManifestError, QueryError, RunDirectoryError, RunstoreError, RunstoreWarning
+from .format import EVENTS, METRICS, PROGRESS, STREAMS
+from .reader import RunData, SegmentCache, read_run, read_stream
+
+__all__ = ["VIEWS", "Store"]
+
+#: The views every store offers, in the order docs/sql.md describes them.
+VIEWS: Final = (
+    "runs",
+    "events",
+    "messages",
+    "dev_events",
+    "progress",
+    "metrics",
+    "latest_metrics",
+    "latest_progress",
+)
+
+# Views over `events`, for the two kinds of event people ask for most.
+_DERIVED_VIEWS: Final = {
+    "messages": (
+        "SELECT run_id, ts, writer, seq, level, category, data->>'content' AS text, "
+        "data->'i18n' AS i18n, data->>'language' AS language "
+        "FROM events WHERE event = 'message'"
+    ),
+    "dev_events": (
+        "SELECT run_id, ts, writer, seq, level, category, data->>'message' AS message, "
+        "data->'data' AS data FROM events WHERE event = 'dev_event'"
+    ),
+}
+
+# Statement types a confined store runs: queries that read (DESCRIBE, SUMMARIZE and
+# SHOW are SELECTs to DuckDB), and EXPLAIN of them.
+_READ_ONLY: Final = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+
+#: Finished runs outside the archive beyond which `runstore sql` suggests compacting.
+COMPACT_HINT_RUNS: Final = 200
+
+
+@dataclass
+class _LiveRun:
+    """A run read from its directory, kept between queries."""
+
+    signature: tuple[int, ...]
+    run: RunData
+    final: bool  # nothing can change it while its signature holds
+    tables: dict[str, pa.Table]
+    caches: dict[str, SegmentCache] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    # Tells one reading from the next, so the live tables are re-registered only when
+    # some run was read again.
+    version: int = field(default_factory=itertools.count().__next__)
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class Store:
+    """SQL over all runs under `root`.
+
+    `sql()` returns a DuckDB relation (`.arrow()`, `.fetchall()`, `.df()` with pandas
+    installed). A confined store (`confined=True`, for SQL from the viewer or any other
+    untrusted source) runs only SELECT queries, and DuckDB may read no file outside the
+    root and write none. Not thread-safe: give each thread its own store.
+
+    Raises `RunDirectoryError` if `root` is not a folder. Damaged runs and segments are
+    left out and described in `problems` (and warned of once), never fatal.
+    """
+
+    def __init__(
+        self, root: str | os.PathLike[str], *, confined: bool = False, threads: int | None = None
+    ) -> None:
+        self.root = Path(root).resolve()
+        if not self.root.is_dir():
+            raise RunDirectoryError(f"{root}: no such folder of runs")
+        self.confined = confined
+        self.problems: list[str] = []
+        self._warned: set[str] = set()
+        self._con = duckdb.connect()
+        if threads is not None:
+            self._con.execute(f"SET threads = {int(threads)}")
+        if confined:
+            self._confine()
+        self._catalog: Catalog | None = None
+        self._catalog_key: tuple[int, ...] | None = None
+        self._catalog_problem: str | None = None
+        self._live: dict[str, _LiveRun] = {}
+        self._views_key: object = None
+        self._live_key: object = None
+        self.pending_compaction = 0
+        self.refresh()
+
+    def _confine(self) -> None:
+        # The order matters: allowed_directories cannot change once external access is
+        # off, and lock_configuration stops a query from turning either back.
+        for statement in (
+            f"SET allowed_directories = [{sql_path(self.root)} || '/']",
+            "SET python_enable_replacements = false",
+            "SET autoinstall_known_extensions = false",
+            "SET autoload_known_extensions = false",
+            "SET enable_external_access = false",
+            "SET lock_configuration = true",
+        ):
+            self._con.execute(statement)
+
+    # -- the public surface -----------------------------------------------------------
+
+    def sql(self, query: str, params: Any = None) -> duckdb.DuckDBPyRelation | None:
+        """Run `query` over the store as it is now; a relation for a query, else None.
+
+        Raises `QueryError` with DuckDB's message if the SQL is wrong, or, in a
+        confined store, if it is not a read-only query or reaches outside the root.
+        """
+        self._check(query)
+        self.refresh()
+        try:
+            return self._con.sql(query, params=params)
+        except duckdb.IOException as exc:
+            if str(archive_dir(self.root)) not in str(exc):
+                raise self._error(exc) from None
+        except duckdb.Error as exc:
+            raise self._error(exc) from None
+        # A compaction replaced the archive between our refresh and the query: again.
+        self._catalog_key = None
+        self.refresh()
+        try:
+            return self._con.sql(query, params=params)
+        except duckdb.Error as exc:
+            raise self._error(exc) from None
+
+    def refresh(self) -> None:
+        """Look at the root again; `sql()` does this before every query."""
+        problems: list[str] = []
+        run_dirs = scan_root(self.root)
+        catalog = self._load_catalog(problems)
+        archived = catalog.runs() if catalog is not None else {}
+        valid: set[str] = set()
+        for run_dir in run_dirs:
+            entry = archived.get(run_dir.name)
+            if entry is not None and entry[1].signature == run_dir.signature:
+                valid.add(run_dir.name)
+        taken = {archived[name][1].run_id for name in valid}
+        excluded = sorted(run.run_id for name, (_, run) in archived.items() if name not in valid)
+        live: dict[str, _LiveRun] = {}
+        for run_dir in run_dirs:
+            if run_dir.name in valid:
+                continue
+            entry_live = self._read_live(run_dir, problems)
+            if entry_live is None:
+                continue
+            problems.extend(entry_live.problems)
+            run_id = entry_live.run.run_id
+            if run_id in taken:
+                problems.append(
+                    f"{run_dir.path}: run id {run_id} is already held by another directory "
+                    "(a copy?); left out"
+                )
+                continue
+            taken.add(run_id)
+            live[run_dir.name] = entry_live
+        self._live = live
+        self.pending_compaction = sum(1 for run in live.values() if run.final)
+        parts = [] if catalog is None else [p.name for p in catalog.parts if p.runs]
+        self._register_live()
+        self._define_views(parts, excluded)
+        self._report(problems)
+
+    def compact(self, *, rebuild: bool = False) -> CompactReport:
+        """Archive the root's finished runs (see `runstore.compact.compact`)."""
+        report = compact(self.root, rebuild=rebuild)
+        self.refresh()
+        return report
+
+    @property
+    def connection(self) -> duckdb.DuckDBPyConnection:
+        """The DuckDB connection behind the views, as of the last refresh."""
+        return self._con
+
+    def close(self) -> None:
+        self._con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- checking and errors ----------------------------------------------------------
+
+    def _check(self, query: str) -> None:
+        if not self.confined:
+            return
+        try:
+            statements = self._con.extract_statements(query)
+        except duckdb.Error as exc:
+            raise self._error(exc) from None
+        if not statements:
+            raise QueryError("refused: empty query")
+        for statement in statements:
+            if statement.type not in _READ_ONLY:
+                kind = statement.type.name.replace("_STATEMENT", "")
+                raise QueryError(
+                    f"refused: a confined store runs only SELECT queries, not {kind} "
+                    f"({statement.query.strip()[:60]!r})"
+                )
+
+    def _error(self, exc: duckdb.Error) -> QueryError:
+        message = str(exc).strip()
+        if isinstance(exc, duckdb.PermissionException):
+            return QueryError(
+                f"refused: {message}; confined SQL may read only the store under {self.root}"
+            )
+        return QueryError(f"SQL error: {message} (views: {', '.join(VIEWS)}; see docs/sql.md)")
+
+    def _report(self, problems: list[str]) -> None:
+        self.problems = problems
+        for problem in problems:
+            if problem not in self._warned:
+                self._warned.add(problem)
+                warnings.warn(problem, RunstoreWarning, stacklevel=3)
+
+    # -- the two sources --------------------------------------------------------------
+
+    def _load_catalog(self, problems: list[str]) -> Catalog | None:
+        path = archive_dir(self.root) / "catalog.json"
+        try:
+            status = os.stat(path)
+            key: tuple[int, ...] | None = (status.st_ino, status.st_mtime_ns, status.st_size)
+        except OSError:
+            key = None
+        if key != self._catalog_key:
+            self._catalog_key = key
+            try:
+                self._catalog = None if key is None else load_catalog(self.root)
+                self._catalog_problem = None
+            except ManifestError as exc:
+                self._catalog, self._catalog_problem = None, str(exc)
+        if self._catalog_problem:
+            problems.append(self._catalog_problem)
+        return self._catalog
+
+    def _read_live(self, run_dir: RunDir, problems: list[str]) -> _LiveRun | None:
+        cached = self._live.get(run_dir.name)
+        if cached is not None and cached.final and cached.signature == run_dir.signature:
+            return cached
+        try:
+            run = read_run(run_dir.path)
+        except RunstoreError as exc:
+            problems.append(f"{exc}; left out")
+            return None
+        caches = cached.caches if cached is not None else {s: {} for s in STREAMS}
+        tables = {}
+        for stream in STREAMS:
+            table, found = read_stream(run_dir.path, stream, caches[stream])
+            run.problems.extend(found)
+            tables[stream] = with_run_id(table, run.run_id)
+        return _LiveRun(
+            run_dir.signature, run, is_archivable(run), tables, caches, list(run.problems)
+        )
+
+    def _define_views(self, parts: list[str], excluded: list[str]) -> None:
+        key = (tuple(parts), tuple(excluded))
+        if key == self._views_key:
+            return
+        self._con.register("_excluded", pa.table({"run_id": pa.array(excluded, pa.string())}))
+        base = archive_dir(self.root)
+        for table in PART_TABLES:
+            columns = ", ".join(_quote(f.name) for f in store_schema(table))
+            if table in (LATEST_METRICS, LATEST_PROGRESS):
+                stream = METRICS if table == LATEST_METRICS else PROGRESS
+                live = f"SELECT {columns} FROM ({latest_select(table, f'_live_{stream}')})"
+            else:
+                live = f"SELECT {columns} FROM _live_{table}"
+            sources = [live]
+            if parts:
+                files = ", ".join(sql_path(base / part / f"{table}.parquet") for part in parts)
+                archived = f"SELECT {columns} FROM read_parquet([{files}])"
+                if excluded:
+                    archived += " WHERE run_id NOT IN (SELECT run_id FROM _excluded)"
+                sources.insert(0, archived)
+            self._con.execute(f"CREATE OR REPLACE VIEW {table} AS {' UNION ALL '.join(sources)}")
+        for name, select in _DERIVED_VIEWS.items():
+            self._con.execute(f"CREATE OR REPLACE VIEW {name} AS {select}")
+        self._views_key = key
+
+    def _register_live(self) -> None:
+        key = tuple((name, run.version) for name, run in self._live.items())
+        if key == self._live_key:
+            return
+        runs = list(self._live.values())
+        self._con.register(
+            f"_live_{RUNS}", runs_table((name, run.run) for name, run in self._live.items())
+        )
+        for stream in (EVENTS, PROGRESS, METRICS):
+            tables = [run.tables[stream] for run in runs]
+            combined = pa.concat_tables(tables) if tables else store_schema(stream).empty_table()
+            self._con.register(f"_live_{stream}", combined)
+        self._live_key = key

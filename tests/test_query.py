@@ -1,0 +1,245 @@
+"""SQL over a root of runs: views, live runs, bad runs, and the confined mode."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+
+from runstore import QueryError, RunDirectoryError, RuntimeContext, Store, WriterOptions, open_run
+from runstore.archive import store_schema
+from runstore.query import VIEWS
+
+from .conftest import SAMPLE_RUNS
+
+
+def make_run(root: Path, name: str, steps: int = 5, *, finish: bool = True) -> RuntimeContext:
+    """A small training run: progress, two metrics per step, a message, a dev event."""
+    ctx = open_run(root, plugin="yolo-train", action="train", run_id=name, env={})
+    for step in range(1, steps + 1):
+        ctx.set_progress(step, steps, "train")
+        ctx.set_metrics({"loss": 1.0 / step, "accuracy": step / steps}, "train")
+    ctx.log_message(f"{name} trained", "success")
+    ctx.log_dev_event("shapes", {"batch": 16})
+    if finish:
+        ctx.end_log()
+        ctx.close()
+    else:
+        ctx.flush()
+    return ctx
+
+
+def rows(store: Store, query: str) -> list[tuple[object, ...]]:
+    relation = store.sql(query)
+    assert relation is not None
+    return relation.fetchall()
+
+
+def test_every_view_over_the_sample_runs_has_its_documented_columns() -> None:
+    with Store(SAMPLE_RUNS) as store:
+        for view in VIEWS:
+            relation = store.sql(f"SELECT * FROM {view}")
+            assert relation is not None
+            assert "run_id" in relation.columns, view
+            assert len(relation.fetchall()) > 0, view
+            if view not in ("messages", "dev_events"):
+                assert relation.columns == store_schema(view).names, view
+        statuses = dict(rows(store, "SELECT run_id, status FROM runs"))
+        assert statuses == {
+            "demo-train": "completed",
+            "demo-export": "completed",
+            "demo-upload": "failed",
+            "demo-crashed": "crashed",
+        }
+        joined = rows(
+            store,
+            "SELECT r.plugin, count(*) FROM metrics m JOIN runs r USING (run_id) "
+            "GROUP BY 1 ORDER BY 1",
+        )
+        assert ("yolo-train", 415) in joined
+
+
+def test_latest_metrics_holds_the_last_value_per_run_category_and_key(root: Path) -> None:
+    make_run(root, "a", steps=4)
+    make_run(root, "b", steps=10)
+    with Store(root) as store:
+        latest = rows(
+            store, "SELECT run_id, key, value FROM latest_metrics WHERE key = 'loss' ORDER BY 1"
+        )
+        assert latest == [("a", "loss", 0.25), ("b", "loss", 0.1)]
+        progress = rows(store, "SELECT run_id, current, total, percent FROM latest_progress")
+        assert sorted(progress) == [("a", 4.0, 4.0, 100.0), ("b", 10.0, 10.0, 100.0)]
+        messages = rows(store, "SELECT run_id, level, text FROM messages WHERE run_id = 'a'")
+        assert ("a", "success", "a trained") in messages
+        dev = rows(store, "SELECT message, data->>'batch' FROM dev_events WHERE run_id = 'a'")
+        assert dev == [("shapes", "16")]
+
+
+def test_metric_values_keep_their_kind_in_sql(root: Path) -> None:
+    with open_run(root, run_id="kinds", env={}) as ctx:
+        ctx.set_metrics(
+            {"f": float("nan"), "i": 2**60 + 1, "b": True, "s": "best", "j": [1, 2]}, "c"
+        )
+    with Store(root) as store:
+        found = dict(
+            (key, (kind, value, text))
+            for key, kind, value, text in rows(store, "SELECT key, kind, value, text FROM metrics")
+        )
+    assert found["i"] == ("int", float(2**60 + 1), str(2**60 + 1))
+    assert found["b"] == ("bool", 1.0, None)
+    assert found["s"] == ("str", None, "best")
+    assert found["j"] == ("json", None, "[1,2]")
+    kind, value, _ = found["f"]
+    assert kind == "float" and value != value  # NaN survives into SQL
+
+
+def test_a_running_runs_newest_records_appear_once(root: Path) -> None:
+    ctx = make_run(root, "live", steps=3, finish=False)
+    with Store(root) as store:
+        assert rows(store, "SELECT count(*) FROM metrics") == [(6,)]
+        assert rows(store, "SELECT status FROM runs") == [("running",)]
+        ctx.set_metrics({"loss": 0.01}, "train")
+        ctx.flush()
+        assert rows(store, "SELECT count(*) FROM metrics") == [(7,)]
+        ctx.end_log()
+        ctx.close()  # seals the live segments into Parquet
+        assert rows(store, "SELECT count(*), count(DISTINCT (seq, key)) FROM metrics") == [(7, 7)]
+        assert rows(store, "SELECT status FROM runs") == [("completed",)]
+
+
+def test_a_torn_last_line_is_skipped_silently(root: Path) -> None:
+    ctx = make_run(root, "torn", steps=2, finish=False)
+    segment = next((ctx.run_dir / "streams" / "metrics").glob("*.jsonl"))
+    with open(segment, "ab") as handle:
+        handle.write(b'[[1700000000000000000,99,"train",["loss"],[0.')
+    with Store(root) as store:
+        assert rows(store, "SELECT count(*) FROM metrics") == [(4,)]
+        assert store.problems == []
+    ctx.close()
+
+
+def test_queries_never_fail_or_repeat_records_while_segments_are_sealed(root: Path) -> None:
+    options = WriterOptions(flush_interval=0.005, seal_bytes=2_000)
+    ctx = open_run(root, run_id="sealing", env={}, options=options)
+    done = threading.Event()
+    total = 3_000
+
+    def log() -> None:
+        for step in range(total):
+            ctx.set_metrics({"loss": float(step)}, "train")
+            if step % 50 == 0:
+                time.sleep(0.002)  # let the writer flush, and seal, many times
+        done.set()
+
+    thread = threading.Thread(target=log)
+    thread.start()
+    seen = []
+    with Store(root) as store:
+        while not done.is_set() or len(seen) < 3:
+            count, distinct = rows(store, "SELECT count(*), count(DISTINCT seq) FROM metrics")[0]
+            assert count == distinct  # never a record twice
+            seen.append(count)
+        thread.join()
+        ctx.close()
+        assert rows(store, "SELECT count(*), count(DISTINCT seq) FROM metrics") == [(total, total)]
+    assert seen == sorted(seen)  # never a record lost once seen
+    assert len(list((ctx.run_dir / "streams" / "metrics").glob("*.parquet"))) > 1
+
+
+def test_damaged_runs_are_reported_and_the_others_still_answer(root: Path) -> None:
+    make_run(root, "good")
+    bad = make_run(root, "bad-manifest").run_dir
+    (bad / "run.json").write_text('{"format_version": 1, "run_id": ')
+    garbage = make_run(root, "bad-segment", finish=False)
+    segment = next((garbage.run_dir / "streams" / "metrics").glob("*.jsonl"))
+    with open(segment, "ab") as handle:
+        handle.write(b"this is not json\n")
+    with pytest.warns(Warning), Store(root) as store:
+        assert rows(store, "SELECT run_id FROM runs ORDER BY 1") == [("bad-segment",), ("good",)]
+        assert rows(store, "SELECT count(*) FROM metrics") == [(20,)]
+        problems = "\n".join(store.problems)
+        assert f"{bad / 'run.json'}: not valid JSON" in problems
+        assert f"{segment} byte" in problems
+    garbage.close()
+
+
+def test_a_run_of_a_newer_format_is_refused_by_its_version(root: Path) -> None:
+    make_run(root, "old")
+    path = make_run(root, "new").run_dir / "run.json"
+    path.write_text(path.read_text().replace('"format_version": 1', '"format_version": 7'))
+    with warnings.catch_warnings(record=True), Store(root) as store:
+        assert rows(store, "SELECT run_id FROM runs") == [("old",)]
+        assert any("format version 7" in problem for problem in store.problems)
+
+
+def test_a_copied_run_directory_is_counted_once(root: Path) -> None:
+    make_run(root, "original")
+    shutil.copytree(root / "original", root / "original-copy")
+    with warnings.catch_warnings(record=True), Store(root) as store:
+        assert rows(store, "SELECT count(*) FROM runs") == [(1,)]
+        assert rows(store, "SELECT count(*) FROM metrics") == [(10,)]
+        assert any("already held by another directory" in p for p in store.problems)
+
+
+def test_a_store_needs_a_folder(tmp_path: Path) -> None:
+    with pytest.raises(RunDirectoryError, match="no such folder"):
+        Store(tmp_path / "missing")
+
+
+def test_sql_errors_name_the_views(root: Path) -> None:
+    make_run(root, "a")
+    with Store(root) as store, pytest.raises(QueryError, match="views: runs, events"):
+        store.sql("SELECT * FROM metricz")
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT * FROM read_csv('/etc/passwd')",
+        "SELECT * FROM read_text('/etc/passwd')",
+        "SELECT * FROM read_text('{root}/../../../../etc/passwd')",
+        "SELECT * FROM glob('/etc/*')",
+        "COPY (SELECT 1) TO '{root}/out.csv'",
+        "COPY runs TO '/tmp/out.csv'",
+        "ATTACH '{root}/x.db' AS x",
+        "SET enable_external_access = true",
+        "RESET lock_configuration",
+        "INSTALL httpfs",
+        "LOAD httpfs",
+        "PRAGMA enable_profiling",
+        "CREATE TABLE t AS SELECT 1",
+        "SELECT 1; DROP VIEW runs",
+        "SELECT * FROM secret_frame",
+    ],
+)
+def test_confined_sql_reads_only_the_store(root: Path, query: str) -> None:
+    make_run(root, "a")
+    secret_frame = {"a": [1]}  # noqa: F841 - a replacement scan could read this local
+    with Store(root, confined=True) as store:
+        with pytest.raises(QueryError) as caught:
+            relation = store.sql(query.format(root=root))
+            if relation is not None:
+                relation.fetchall()
+        assert "refused" in str(caught.value) or "does not exist" in str(caught.value)
+        assert rows(store, "SELECT count(*) FROM runs") == [(1,)]
+    assert not (root / "out.csv").exists() and not (root / "x.db").exists()
+
+
+def test_confined_sql_still_answers_questions(root: Path) -> None:
+    make_run(root, "a")
+    with Store(root, confined=True) as store:
+        assert rows(store, "SELECT json_extract_string(params, '$.x') FROM runs") == [(None,)]
+        assert len(rows(store, "DESCRIBE metrics")) == len(store_schema("metrics"))
+        assert rows(store, "EXPLAIN SELECT 1")
+        assert rows(store, "SELECT count(*) FROM latest_metrics") == [(2,)]
+
+
+def test_store_is_exported_from_the_package() -> None:
+    import runstore
+
+    for name in ("Store", "QueryError", "compact", "CompactReport", "export_store"):
+        assert name in runstore.__all__ and hasattr(runstore, name)
