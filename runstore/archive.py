@@ -161,8 +161,12 @@ class RunDir:
     finished run whose signature holds has not changed."""
 
     name: str
-    path: Path
+    location: str  # the path as a string: a root holds thousands, Paths cost more
     signature: tuple[int, ...]
+
+    @property
+    def path(self) -> Path:
+        return Path(self.location)
 
 
 def scan_root(root: Path) -> list[RunDir]:
@@ -174,19 +178,20 @@ def scan_root(root: Path) -> list[RunDir]:
     except NotADirectoryError:
         raise RunDirectoryError(f"{root}: not a folder of runs") from None
     found = []
+    manifest_name, writers_name = "/" + RUN_MANIFEST, "/" + WRITERS_DIR
     for entry in entries:
         if entry.name.startswith(".") or not entry.is_dir():
             continue
         try:
-            manifest = os.stat(os.path.join(entry.path, RUN_MANIFEST))
+            manifest = os.stat(entry.path + manifest_name)
         except OSError:
             continue
         try:
-            writers = os.stat(os.path.join(entry.path, WRITERS_DIR)).st_mtime_ns
+            writers = os.stat(entry.path + writers_name).st_mtime_ns
         except OSError:
             writers = 0
         signature = (manifest.st_ino, manifest.st_mtime_ns, manifest.st_size, writers)
-        found.append(RunDir(entry.name, Path(entry.path), signature))
+        found.append(RunDir(entry.name, entry.path, signature))
     found.sort(key=lambda run: run.name)
     return found
 
