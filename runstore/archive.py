@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from . import __version__
 from .errors import ManifestError, RunDirectoryError
 from .format import METRICS, PROGRESS, RUN_MANIFEST, SCHEMAS, STREAMS, WRITERS_DIR
-from .reader import RunInfo, writer_alive
+from .reader import RunInfo
 from .segments import atomic_write_bytes
 
 __all__ = [
@@ -38,7 +38,6 @@ __all__ = [
     "Catalog",
     "RunDir",
     "archive_dir",
-    "is_archivable",
     "latest_select",
     "load_catalog",
     "runs_table",
@@ -143,11 +142,6 @@ def runs_table(runs: Iterable[tuple[str, RunInfo]]) -> pa.Table:
             }
         )
     return pa.Table.from_pylist(rows, schema=RUNS_SCHEMA)
-
-
-def is_archivable(run: RunInfo) -> bool:
-    """A run is final once its status is and no writer of it can write any more."""
-    return run.status != "running" and not any(writer_alive(w) for w in run.writers)
 
 
 # -- run directories ------------------------------------------------------------------

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from . import __version__
 from ._output import FORMATS, write_result
+from ._tailview import LEVEL_STYLES, STATUS_STYLES
 from .errors import QueryError, RunstoreError
 from .reader import RunData, RunInfo, list_runs, read_run
 
@@ -22,17 +23,6 @@ if TYPE_CHECKING:
     from .query import Store
 
 __all__ = ["main"]
-
-LEVEL_STYLES = {
-    "debug": "dim",
-    "info": "blue",
-    "success": "green",
-    "warning": "yellow",
-    "danger": "red",
-    "error": "red",
-    "critical": "bold red",
-}
-STATUS_STYLES = {"running": "cyan", "completed": "green", "failed": "red", "crashed": "magenta"}
 
 
 def _console() -> Console:
@@ -433,6 +423,127 @@ def export_command(root: Path, target: Path, partition_by: str, overwrite: bool)
     rows = export_store(root, target, partition_by=keys, overwrite=overwrite)
     summary = ", ".join(f"{table} {count}" for table, count in rows.items())
     click.echo(f"wrote {target}: {summary} rows")
+
+
+#: Exit codes of `runstore tail RUN` by how the run ended (1 and 2: errors, usage).
+TAIL_EXIT_CODES = {"completed": 0, "failed": 3, "crashed": 4}
+_SINCE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_ONLY = ("messages", "dev_events", "events", "progress", "metrics", "status")
+
+
+def _since(text: str | None) -> datetime | None:
+    """`--since`: an age (30s, 10m, 2h, 1d) or an ISO time."""
+    if text is None:
+        return None
+    from datetime import UTC, timedelta
+
+    unit = _SINCE_UNITS.get(text[-1:])
+    if unit is not None and text[:-1].replace(".", "", 1).isdigit():
+        return datetime.now(UTC) - timedelta(seconds=float(text[:-1]) * unit)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r}: give an age such as 30s, 10m, 2h, 1d, or an ISO time", param_hint="--since"
+        ) from None
+    return moment if moment.tzinfo else moment.astimezone()
+
+
+def _wanted(only: set[str], dev: bool) -> Any:
+    def wanted(record: Any) -> bool:
+        if record.stream != "events":
+            return record.stream == "status" or not only or record.stream in only
+        event = record.data.get("event")
+        if event == "dev_event":
+            return dev or "dev_events" in only
+        if event == "message":
+            return not only or bool({"messages", "events"} & only)
+        return not only or "events" in only
+
+    return wanted
+
+
+@main.command("tail")
+@click.argument("path", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="One JSON record per line, for scripts.")
+@click.option("--from-start", is_flag=True, help="Begin with every record already written.")
+@click.option("--since", help="Begin with records of the last 30s, 10m, 2h, 1d (or an ISO time).")
+@click.option(
+    "--only",
+    help=f"Comma-separated kinds to show: {', '.join(_ONLY)} (status lines always come).",
+)
+@click.option("--dev", is_flag=True, help="Include developer events (log_dev_event).")
+@click.option(
+    "--poll",
+    is_flag=True,
+    help="Poll the files instead of inotify (chosen by itself on network filesystems).",
+)
+def tail_command(
+    path: Path,
+    as_json: bool,
+    from_start: bool,
+    since: str | None,
+    only: str | None,
+    dev: bool,
+    poll: bool,
+) -> None:
+    """Follow a run (or every run under a root) as it is written, until it ends.
+
+    Following one run exits when it ends: 0 if it completed, 3 if it failed, 4 if it
+    crashed, so scripts can wait on a job. Following a root goes on until Ctrl-C.
+
+    Example: runstore tail sample-runs/demo-train --from-start --json
+    """
+    from .tail import Follower
+
+    kinds = {kind.strip() for kind in (only or "").split(",") if kind.strip()}
+    unknown = kinds - set(_ONLY)
+    if unknown:
+        raise click.BadParameter(
+            f"{', '.join(sorted(unknown))}: choose from {', '.join(_ONLY)}", param_hint="--only"
+        )
+    follower = Follower(
+        path, from_start=from_start, since=_since(since), polling=True if poll else None
+    )
+    wanted = _wanted(kinds, dev)
+    status = None
+    try:
+        if as_json:
+            shown = 0
+            for record in follower:
+                if record.stream == "status":
+                    status = record.data["status"]
+                if wanted(record):
+                    line = orjson.dumps(record.to_json(), default=str, option=_JSON_LINE)
+                    sys.stdout.write(line.decode() + "\n")
+                    sys.stdout.flush()
+                for problem in follower.problems[shown:]:
+                    click.echo(f"warning: {problem}", err=True)
+                shown = len(follower.problems)
+        else:
+            status = _tail_view(follower, path, from_start or since is not None, dev)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    if follower.single:
+        sys.exit(TAIL_EXIT_CODES.get(status or "", 1))
+
+
+_JSON_LINE = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+
+
+def _tail_view(follower: Any, path: Path, replay: bool, dev: bool) -> str | None:
+    from ._tailview import TailView
+
+    view = TailView(follower, _console(), dev=dev)
+    if not replay:  # start from the runs as they are; what follows is new
+        runs = (
+            [read_run(path)]
+            if follower.single
+            else [read_run(info.path) for info in list_runs(path) if info.status == "running"]
+        )
+        view.load(runs)
+    status: str | None = view.run()
+    return status
 
 
 @main.command("demo")

@@ -36,7 +36,6 @@ from .archive import (
     Catalog,
     RunDir,
     archive_dir,
-    is_archivable,
     latest_select,
     load_catalog,
     runs_table,
@@ -163,7 +162,7 @@ def _load_candidates(
         except RunstoreError as exc:
             report.problems.append(f"{exc}; not archived")
             continue
-        if not is_archivable(run):
+        if not run.final:
             report.live += 1
             continue
         if run.run_id in taken:

@@ -29,7 +29,6 @@ from .archive import (
     Catalog,
     RunDir,
     archive_dir,
-    is_archivable,
     latest_select,
     load_catalog,
     runs_table,
@@ -296,9 +295,7 @@ class Store:
             table, found = read_stream(run_dir.path, stream, caches[stream])
             run.problems.extend(found)
             tables[stream] = with_run_id(table, run.run_id)
-        return _LiveRun(
-            run_dir.signature, run, is_archivable(run), tables, caches, list(run.problems)
-        )
+        return _LiveRun(run_dir.signature, run, run.final, tables, caches, list(run.problems))
 
     def _define_views(self, parts: list[str], excluded: list[str]) -> None:
         key = (tuple(parts), tuple(excluded))

@@ -212,6 +212,12 @@ class RunInfo:
     def lost_records(self) -> int:
         return sum(w.lost_records for w in self.writers)
 
+    @property
+    def final(self) -> bool:
+        """Whether nothing more can be written: the status is final and no writer of
+        the run (an attached one included) can write any more."""
+        return self.status != "running" and not any(writer_alive(w) for w in self.writers)
+
 
 @dataclass
 class RunData(RunInfo):
