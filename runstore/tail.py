@@ -32,7 +32,7 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from .errors import RunDirectoryError, RunstoreError
-from .format import EVENTS, METRICS, RUN_MANIFEST, STREAMS, is_run_dir
+from .format import EVENTS, METRICS, RUN_MANIFEST, STREAMS, STREAMS_DIR, is_run_dir
 from .reader import (
     RunInfo,
     decode_metric,
@@ -393,13 +393,16 @@ class Follower:
         for path in changed:
             if not path.startswith(root):
                 continue
-            name = path[len(root) :].split(os.sep, 1)[0]
+            name, _, rest = path[len(root) :].partition(os.sep)
             run = self._runs.get(name)
+            # Manifest changes (heartbeats every 2 s per writer) need no stream read:
+            # the status check looks at manifests on its own clock.
+            dirty = rest.startswith(STREAMS_DIR)
             if run is None and not self.single and not name.startswith("."):
                 candidate = self.root / name
                 if is_run_dir(candidate):
-                    run = self._add(candidate, quiet=False)
-            if run is not None and not run.ended:
+                    run, dirty = self._add(candidate, quiet=False), True
+            if run is not None and not run.ended and dirty:
                 runs[name] = run
         return list(runs.values())
 
