@@ -17,7 +17,7 @@ from .format import EVENTS, METRICS, PROGRESS
 from .reader import RunData
 from .tail import STATUS, Follower, TailRecord
 
-__all__ = ["LEVEL_STYLES", "STATUS_STYLES", "TailView", "message_line"]
+__all__ = ["LEVEL_STYLES", "STATUS_STYLES", "TailView", "clock", "message_line", "sparkline"]
 
 LEVEL_STYLES: Final = {
     "debug": "dim",
@@ -48,7 +48,8 @@ def sparkline(values: list[float]) -> str:
     return "".join(_SPARKS[int((v - low) / span * (len(_SPARKS) - 1))] for v in numbers)
 
 
-def _clock(seconds: float | None) -> str:
+def clock(seconds: float | None) -> str:
+    """Seconds as m:ss or h:mm:ss."""
     if seconds is None:
         return ""
     minutes, secs = divmod(int(seconds), 60)
@@ -147,8 +148,8 @@ class _RunView:
                     total=100, completed=row["percent"], width=30, complete_style=bar_style
                 ),
                 f"{row['percent']:5.1f}%",
-                _clock(row.get("elapsed")),
-                f"-{_clock(row['time_remaining'])}" if row.get("time_remaining") else "",
+                clock(row.get("elapsed")),
+                f"-{clock(row['time_remaining'])}" if row.get("time_remaining") else "",
             )
         metrics = Table.grid(padding=(0, 1))
         for (category, key), history in self.metrics.items():

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from . import __version__
 from ._output import FORMATS, write_result
-from ._tailview import LEVEL_STYLES, STATUS_STYLES
+from ._tailview import LEVEL_STYLES, STATUS_STYLES, clock
 from .errors import QueryError, RunstoreError
 from .reader import RunData, RunInfo, list_runs, read_run
 
@@ -38,14 +38,6 @@ def _json_out(data: Any) -> None:
 
 def _when(moment: datetime | None) -> str:
     return "" if moment is None else moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _seconds(value: float | None) -> str:
-    if value is None:
-        return ""
-    minutes, seconds = divmod(int(value), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
 
 
 def _run_summary(run: RunInfo) -> dict[str, Any]:
@@ -113,7 +105,7 @@ def ls_command(root: Path, as_json: bool) -> None:
             run.manifest.action or "",
             run.manifest.job_id or "",
             _when(run.manifest.started_at),
-            _seconds(run.duration),
+            clock(run.duration),
         )
     _console().print(table)
 
@@ -162,7 +154,7 @@ def show_command(run_dir: Path, as_json: bool, dev: bool, message_count: int) ->
         f"{manifest.plugin or ''} {manifest.action or ''}  job {manifest.job_id or '-'}"
     )
     console.print(
-        f"started {_when(manifest.started_at)}  duration {_seconds(run.duration)}  "
+        f"started {_when(manifest.started_at)}  duration {clock(run.duration)}  "
         f"writers {len(run.writers)}  path {run.path}"
     )
     if manifest.error:
@@ -180,8 +172,8 @@ def show_command(run_dir: Path, as_json: bool, dev: bool, message_count: int) ->
             row["category"] or "(default)",
             f"{row['current']:g}/{row['total']:g}",
             f"{row['percent']:.1f}%",
-            _seconds(row["elapsed"]),
-            _seconds(row["time_remaining"]),
+            clock(row["elapsed"]),
+            clock(row["time_remaining"]),
             row["status"],
         )
     console.print(progress)

@@ -32,7 +32,16 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from .errors import RunDirectoryError, RunstoreError
-from .format import EVENTS, METRICS, RUN_MANIFEST, STREAMS, STREAMS_DIR, is_run_dir
+from .format import (
+    EVENTS,
+    METRICS,
+    PROGRESS,
+    RECORD_FIELDS,
+    RUN_MANIFEST,
+    STREAMS,
+    STREAMS_DIR,
+    is_run_dir,
+)
 from .reader import (
     RunInfo,
     decode_metric,
@@ -108,15 +117,8 @@ def _event_data(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-_PROGRESS_FIELDS: Final = (
-    "current",
-    "total",
-    "percent",
-    "elapsed",
-    "time_remaining",
-    "status",
-    "overall",
-)
+# A progress record's own fields: those after ts_ns, seq and category.
+_PROGRESS_FIELDS: Final = RECORD_FIELDS[PROGRESS][3:]
 
 
 def _records(run: str, stream: str, table: pa.Table) -> list[TailRecord]:
