@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -250,6 +251,11 @@ def test_tail_json_from_start_filters_by_kind() -> None:
     everything = _tail(str(SAMPLE_RUNS / "demo-train"), "--json", "--from-start", "--dev")
     kinds = {json.loads(line).get("event") for line in everything.stdout.splitlines()}
     assert {"message", "dev_event", "step"} <= kinds
+    old_enough = _tail(str(SAMPLE_RUNS / "demo-train"), "--json", "--since", "100000d", "--dev")
+    assert old_enough.stdout == everything.stdout  # the sample run is younger than that
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    none_yet = _tail(str(SAMPLE_RUNS / "demo-train"), "--json", "--since", future)
+    assert [json.loads(line)["stream"] for line in none_yet.stdout.splitlines()] == ["status"]
     bad = _tail(str(SAMPLE_RUNS / "demo-train"), "--only", "colours")
     assert bad.returncode == 2 and "choose from" in bad.stderr
     since = _tail(str(SAMPLE_RUNS / "demo-train"), "--since", "yesterday-ish")
