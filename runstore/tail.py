@@ -335,9 +335,7 @@ class Follower:
         while True:
             yield from self._emit(out)
             out = []
-            if self._stopped.is_set() or (
-                self.single and all(r.ended for r in self._runs.values())
-            ):
+            if self._stopped.is_set() or (self.single and self._all_ended()):
                 return
             timeout = max(0.0, next_check - time.monotonic())
             changed = self._wait(timeout)
