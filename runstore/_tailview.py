@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Final
 
 from rich.console import Console, Group, RenderableType
@@ -17,7 +18,15 @@ from .format import EVENTS, METRICS, PROGRESS
 from .reader import RunData
 from .tail import STATUS, Follower, TailRecord
 
-__all__ = ["LEVEL_STYLES", "STATUS_STYLES", "TailView", "clock", "message_line", "sparkline"]
+__all__ = [
+    "LEVEL_STYLES",
+    "STATUS_STYLES",
+    "TailView",
+    "clock",
+    "log_line",
+    "message_line",
+    "sparkline",
+]
 
 LEVEL_STYLES: Final = {
     "debug": "dim",
@@ -57,20 +66,24 @@ def clock(seconds: float | None) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-def message_line(run: str | None, record: TailRecord) -> Text:
-    """A message or dev event as one coloured line."""
-    data = record.data.get("data") or {}
-    level = record.data.get("level", "info")
-    if record.data.get("event") == "message":
-        text = str(data.get("content", ""))
-    else:
-        text = f"[dev] {data.get('message', '')} {data.get('data', '')}".rstrip()
-    line = Text(record.ts.astimezone().strftime("%H:%M:%S "))
+def log_line(ts: datetime, run: str | None, level: str, text: str) -> Text:
+    """A message as one line: local time, the run (when several), level in colour."""
+    line = Text(ts.astimezone().strftime("%H:%M:%S "))
     if run:
         line.append(f"{run} ", style="bold")
     line.append(f"{level:>8} ", style=LEVEL_STYLES.get(level, ""))
     line.append(text)
     return line
+
+
+def message_line(run: str | None, record: TailRecord) -> Text:
+    """A message or dev event record as one coloured line."""
+    data = record.data.get("data") or {}
+    if record.data.get("event") == "message":
+        text = str(data.get("content", ""))
+    else:
+        text = f"[dev] {data.get('message', '')} {data.get('data', '')}".rstrip()
+    return log_line(record.ts, run, record.data.get("level", "info"), text)
 
 
 @dataclass
@@ -178,13 +191,9 @@ class TailView:
                 self.console.print(self._snapshot_line(run.path.name, message))
 
     def _snapshot_line(self, run: str, message: dict[str, Any]) -> Text:
-        line = Text(message["ts"].astimezone().strftime("%H:%M:%S "))
-        if not self.follower.single:
-            line.append(f"{run} ", style="bold")
-        level = message["level"]
-        line.append(f"{level:>8} ", style=LEVEL_STYLES.get(level, ""))
-        line.append(("[dev] " if message["event"] == "dev_event" else "") + message["text"])
-        return line
+        dev = "[dev] " if message["event"] == "dev_event" else ""
+        shown_run = None if self.follower.single else run
+        return log_line(message["ts"], shown_run, message["level"], dev + message["text"])
 
     def render(self) -> RenderableType:
         shown = sorted(self.runs.values(), key=lambda v: v.updated, reverse=True)

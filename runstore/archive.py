@@ -38,6 +38,7 @@ __all__ = [
     "Catalog",
     "RunDir",
     "archive_dir",
+    "catalog_path",
     "latest_select",
     "load_catalog",
     "runs_table",
@@ -222,13 +223,17 @@ def archive_dir(root: Path) -> Path:
     return root / STORE_DIR / ARCHIVE_DIR
 
 
+def catalog_path(root: Path) -> Path:
+    return archive_dir(root) / CATALOG
+
+
 def load_catalog(root: Path) -> Catalog | None:
     """The archive's catalog, or None if there is no archive.
 
     Raises `ManifestError` when the catalog is damaged or of another archive version:
     callers ignore the archive then (it is only derived data) and say so.
     """
-    path = archive_dir(root) / CATALOG
+    path = catalog_path(root)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -253,7 +258,7 @@ def load_catalog(root: Path) -> Catalog | None:
 
 
 def save_catalog(root: Path, catalog: Catalog) -> None:
-    atomic_write_bytes(archive_dir(root) / CATALOG, catalog.model_dump_json().encode())
+    atomic_write_bytes(catalog_path(root), catalog.model_dump_json().encode())
 
 
 _LATEST_KEYS: Final = {LATEST_METRICS: "run_id, category, key", LATEST_PROGRESS: "run_id, category"}

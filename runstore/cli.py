@@ -15,7 +15,7 @@ from rich.table import Table
 
 from . import __version__
 from ._output import FORMATS, write_result
-from ._tailview import LEVEL_STYLES, STATUS_STYLES, clock
+from ._tailview import STATUS_STYLES, clock, log_line
 from .errors import QueryError, RunstoreError
 from .reader import RunData, RunInfo, list_runs, read_run
 
@@ -189,11 +189,7 @@ def show_command(run_dir: Path, as_json: bool, dev: bool, message_count: int) ->
     if message_count:
         messages = messages[-message_count:]
     for message in messages:
-        level_style = LEVEL_STYLES.get(message["level"], "")
-        stamp = message["ts"].astimezone().strftime("%H:%M:%S")
-        console.print(
-            f"{stamp} [{level_style}]{message['level']:>8}[/] {message['text']}", markup=True
-        )
+        console.print(log_line(message["ts"], None, message["level"], message["text"]))
     for problem in run.problems:
         console.print(f"[yellow]problem: {problem}[/]")
 

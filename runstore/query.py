@@ -29,6 +29,7 @@ from .archive import (
     Catalog,
     RunDir,
     archive_dir,
+    catalog_path,
     latest_select,
     load_catalog,
     runs_table,
@@ -86,7 +87,6 @@ class _LiveRun:
     final: bool  # nothing can change it while its signature holds
     tables: dict[str, pa.Table]
     caches: dict[str, SegmentCache] = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)
     # Tells one reading from the next, so the live tables are re-registered only when
     # some run was read again.
     version: int = field(default_factory=itertools.count().__next__)
@@ -189,7 +189,7 @@ class Store:
             entry_live = self._read_live(run_dir, problems)
             if entry_live is None:
                 continue
-            problems.extend(entry_live.problems)
+            problems.extend(entry_live.run.problems)
             run_id = entry_live.run.run_id
             if run_id in taken:
                 problems.append(
@@ -263,7 +263,7 @@ class Store:
     # -- the two sources --------------------------------------------------------------
 
     def _load_catalog(self, problems: list[str]) -> Catalog | None:
-        path = archive_dir(self.root) / "catalog.json"
+        path = catalog_path(self.root)
         try:
             status = os.stat(path)
             key: tuple[int, ...] | None = (status.st_ino, status.st_mtime_ns, status.st_size)
@@ -295,7 +295,7 @@ class Store:
             table, found = read_stream(run_dir.path, stream, caches[stream])
             run.problems.extend(found)
             tables[stream] = with_run_id(table, run.run_id)
-        return _LiveRun(run_dir.signature, run, run.final, tables, caches, list(run.problems))
+        return _LiveRun(run_dir.signature, run, run.final, tables, caches)
 
     def _define_views(self, parts: list[str], excluded: list[str]) -> None:
         key = (tuple(parts), tuple(excluded))

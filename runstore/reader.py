@@ -134,17 +134,16 @@ def read_stream(
 ) -> tuple[pa.Table, list[str]]:
     """All records of a stream, ordered by time (then writer and sequence).
 
-    With a `cache` (kept by the caller between calls), segments that have not changed
-    since the last call are not read again: a store refreshing a live run rereads only
-    its growing JSONL segments.
+    With a `cache` (one per run and stream, kept by the caller between calls),
+    segments that have not changed since the last call are not read again: a store
+    refreshing a live run rereads only its growing JSONL segments.
     """
     tables: list[pa.Table] = []
     problems: list[str] = []
     listed = segment_files(run_dir, stream)
     if cache is not None:
-        for stale in set(cache) - {path for _, path in listed}:
-            if stale.parent == run_dir / STREAMS_DIR / stream:
-                del cache[stale]
+        for gone in set(cache) - {path for _, path in listed}:
+            del cache[gone]
     for name, path in listed:
         try:
             table, found = _read_cached(stream, name, path, cache)
