@@ -1,4 +1,5 @@
-"""What this machine knows of a process: alive or not, and when it started (Linux /proc).
+"""What this machine knows of a process: alive or not, when it started (Linux /proc),
+and which Ray worker it is.
 
 Writers record their start time; readers compare it, so a pid reused by another process
 does not make a dead writer look alive.
@@ -7,6 +8,7 @@ does not make a dead writer look alive.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 _UNKNOWN = ("?", -1)
@@ -48,3 +50,26 @@ def pid_alive(pid: int, start: int | None) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def ray_labels() -> dict[str, str]:
+    """Ray's ids of this process when it is a connected Ray driver or worker, else {}.
+
+    Ray is never imported here: a process that uses Ray has imported it already, and
+    one that has not pays nothing.
+    """
+    ray = sys.modules.get("ray")
+    if ray is None or not getattr(ray, "is_initialized", lambda: False)():
+        return {}
+    try:
+        context = ray.get_runtime_context()
+        found = {
+            "ray.job_id": context.get_job_id(),
+            "ray.node_id": context.get_node_id(),
+            "ray.worker_id": context.get_worker_id(),
+            "ray.actor_id": context.get_actor_id(),
+            "ray.task_id": context.get_task_id(),
+        }
+    except Exception:  # an older or half-shut-down Ray: the labels are a courtesy
+        return {}
+    return {key: str(value) for key, value in found.items() if value}

@@ -14,7 +14,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from .format import EVENTS, METRICS, PROGRESS
+from .format import DEV_EVENTS, EVENTS, METRICS, PROGRESS
 from .reader import RunData
 from .tail import STATUS, Follower, TailRecord
 
@@ -79,10 +79,11 @@ def log_line(ts: datetime, run: str | None, level: str, text: str) -> Text:
 def message_line(run: str | None, record: TailRecord) -> Text:
     """A message or dev event record as one coloured line."""
     data = record.data.get("data") or {}
-    if record.data.get("event") == "message":
-        text = str(data.get("content", ""))
-    else:
+    event = record.data.get("event")
+    if event == "dev_event":
         text = f"[dev] {data.get('message', '')} {data.get('data', '')}".rstrip()
+    else:
+        text = ("" if event == "message" else "[dev] ") + str(data.get("content", ""))
     return log_line(record.ts, run, record.data.get("level", "info"), text)
 
 
@@ -191,7 +192,7 @@ class TailView:
                 self.console.print(self._snapshot_line(run.path.name, message))
 
     def _snapshot_line(self, run: str, message: dict[str, Any]) -> Text:
-        dev = "[dev] " if message["event"] == "dev_event" else ""
+        dev = "" if message["event"] == "message" else "[dev] "
         shown_run = None if self.follower.single else run
         return log_line(message["ts"], shown_run, message["level"], dev + message["text"])
 
@@ -210,7 +211,7 @@ class TailView:
                     last_status = record.data["status"]
                 event = record.data.get("event")
                 if record.stream == EVENTS and (
-                    event == "message" or (event == "dev_event" and self.dev)
+                    event == "message" or (event in DEV_EVENTS and self.dev)
                 ):
                     live.console.print(
                         message_line(None if self.follower.single else record.run, record)

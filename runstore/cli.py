@@ -17,6 +17,7 @@ from . import __version__
 from ._output import FORMATS, write_result
 from ._tailview import STATUS_STYLES, clock, log_line
 from .errors import QueryError, RunstoreError
+from .format import DEV_EVENTS
 from .reader import RunData, RunInfo, list_runs, read_run
 
 if TYPE_CHECKING:
@@ -442,7 +443,7 @@ def _wanted(only: set[str], dev: bool) -> Any:
         if record.stream != "events":
             return record.stream == "status" or not only or record.stream in only
         event = record.data.get("event")
-        if event == "dev_event":
+        if event in DEV_EVENTS:
             return dev or "dev_events" in only
         if event == "message":
             return not only or bool({"messages", "events"} & only)

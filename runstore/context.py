@@ -641,16 +641,22 @@ def attach_run(
     *,
     env: PluginEnvironment | Mapping[str, Any] | None = None,
     options: WriterOptions | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> RuntimeContext:
     """A context that writes into an existing run with a writer of its own.
 
     For other processes of the same job (Ray workers, subprocesses): records are
-    attributed to the new writer; ending it does not end the run, which stays the
-    business of the process that opened it.
+    attributed to the new writer, whose manifest keeps `labels` (and Ray's ids inside a
+    Ray worker); ending it does not end the run, which stays the business of the
+    process that opened it. See docs/cluster.md.
     """
     path = Path(run_dir)
     manifest = load_run_manifest(path)
-    writer = RunWriter(path, manifest.run_id, options=options)
+    if labels is not None and not all(
+        type(key) is str and type(value) is str for key, value in labels.items()
+    ):
+        raise TypeError(f"labels must map strings to strings, got {dict(labels)!r}")
+    writer = RunWriter(path, manifest.run_id, options=options, labels=labels)
     plugin_env = env if isinstance(env, PluginEnvironment) else PluginEnvironment(env or {})
     return RuntimeContext(
         RunLogger(writer),

@@ -19,6 +19,7 @@ from .errors import FormatVersionError, ManifestError
 
 __all__ = [
     "ATTACHMENTS_DIR",
+    "DEV_EVENTS",
     "EVENTS",
     "FORMAT_VERSION",
     "METRICS",
@@ -52,6 +53,10 @@ EVENTS: Final = "events"
 PROGRESS: Final = "progress"
 METRICS: Final = "metrics"
 STREAMS: Final = (EVENTS, PROGRESS, METRICS)
+
+#: Events for developers, not end users: `log_dev_event` (text in data "message") and
+#: the synapse-sdk logger's `debug()` (event "debug", text in data "content").
+DEV_EVENTS: Final = ("dev_event", "debug")
 
 LIVE_SUFFIX: Final = ".jsonl"
 SEALED_SUFFIX: Final = ".parquet"
@@ -226,6 +231,10 @@ class WriterManifest(_Manifest):
     lost_records: int = 0
     fault_count: int = 0
     last_fault: str | None = None
+    #: Who this writer is, beyond host and pid: given to `attach_run(labels=...)`, and
+    #: Ray's ids (`ray.node_id`, `ray.worker_id`, `ray.actor_id`, `ray.task_id`, ...)
+    #: when the writer starts inside a Ray worker.
+    labels: dict[str, str] = Field(default_factory=dict)
 
 
 _M = TypeVar("_M", bound=_Manifest)

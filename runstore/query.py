@@ -40,7 +40,7 @@ from .archive import (
 )
 from .compact import CompactReport, compact
 from .errors import ManifestError, QueryError, RunDirectoryError, RunstoreError, RunstoreWarning
-from .format import EVENTS, METRICS, PROGRESS, STREAMS
+from .format import DEV_EVENTS, EVENTS, METRICS, PROGRESS, STREAMS
 from .reader import RunData, SegmentCache, read_run, read_stream
 
 __all__ = ["VIEWS", "Store"]
@@ -65,8 +65,9 @@ _DERIVED_VIEWS: Final = {
         "FROM events WHERE event = 'message'"
     ),
     "dev_events": (
-        "SELECT run_id, ts, writer, seq, level, category, data->>'message' AS message, "
-        "data->'data' AS data FROM events WHERE event = 'dev_event'"
+        "SELECT run_id, ts, writer, seq, level, category, "
+        "coalesce(data->>'message', data->>'content') AS message, data->'data' AS data "
+        f"FROM events WHERE event IN {DEV_EVENTS}"
     ),
 }
 

@@ -25,6 +25,7 @@ from ._process import pid_alive
 from .errors import ManifestError, RunDirectoryError, RunstoreError
 from .format import (
     CRASH_TIMEOUT_SECONDS,
+    DEV_EVENTS,
     EVENTS,
     METRICS,
     PROGRESS,
@@ -267,13 +268,13 @@ class RunData(RunInfo):
 
     def messages(self, *, dev: bool = False) -> list[dict[str, Any]]:
         """User messages (and dev events if `dev`) as dicts: ts, level, text, category."""
-        wanted = {"message", "dev_event"} if dev else {"message"}
+        wanted = {"message", *DEV_EVENTS} if dev else {"message"}
         out = []
         for row in self.events.to_pylist():
             if row["event"] not in wanted:
                 continue
             data = orjson.loads(row["data"]) if row["data"] else {}
-            text = data.get("content") if row["event"] == "message" else data.get("message")
+            text = data.get("message") if row["event"] == "dev_event" else data.get("content")
             out.append(
                 {
                     "ts": row["ts"],

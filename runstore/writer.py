@@ -23,7 +23,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -31,7 +31,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from ._process import process_start_time
+from ._process import process_start_time, ray_labels
 from .errors import RunDirectoryError
 from .format import (
     ATTACHMENTS_DIR,
@@ -137,6 +137,7 @@ class RunWriter:
         manifest: RunManifest | None = None,
         writer_id: str | None = None,
         options: WriterOptions | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> None:
         self.run_dir = run_dir
         self.run_id = run_id
@@ -145,6 +146,7 @@ class RunWriter:
         self.seq = itertools.count(1)
         self.manifest = manifest
         self.buffers = {name: _Stream(name, run_dir / STREAMS_DIR / name) for name in STREAMS}
+        self._labels = dict(labels or {})
         self.writer_manifest = self._new_writer_manifest()
         self._io_lock = threading.RLock()
         self._wake = threading.Event()
@@ -188,6 +190,7 @@ class RunWriter:
             pid_start=process_start_time(pid),
             started_at=now,
             heartbeat_at=now,
+            labels={**ray_labels(), **self._labels},
         )
 
     def _start_thread(self) -> threading.Thread:
