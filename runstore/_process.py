@@ -67,9 +67,11 @@ def ray_labels() -> dict[str, str]:
             "ray.job_id": context.get_job_id(),
             "ray.node_id": context.get_node_id(),
             "ray.worker_id": context.get_worker_id(),
-            "ray.actor_id": context.get_actor_id(),
-            "ray.task_id": context.get_task_id(),
         }
+        # A driver has no task or actor (and Ray logs a warning when asked for them).
+        if context.worker.mode == ray._private.worker.WORKER_MODE:
+            found["ray.actor_id"] = context.get_actor_id()
+            found["ray.task_id"] = context.get_task_id()
     except Exception:  # an older or half-shut-down Ray: the labels are a courtesy
         return {}
     return {key: str(value) for key, value in found.items() if value}

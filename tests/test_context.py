@@ -332,6 +332,18 @@ def test_attach_run_adds_a_writer_that_does_not_end_the_run(root: Path) -> None:
     assert set(run.metrics.column("writer").to_pylist()) == {ctx.writer_id, worker.writer_id}
 
 
+def test_attach_run_keeps_the_workers_labels(root: Path) -> None:
+    with open_run(root, env={}) as ctx:
+        with attach_run(ctx.run_dir, labels={"worker": "shard-3", "host-group": "a"}) as worker:
+            worker.log("ev", {})
+        with pytest.raises(TypeError, match="labels must map strings to strings"):
+            attach_run(ctx.run_dir, labels={"shard": 3})  # type: ignore[dict-item]
+    writers = {w.writer_id: w for w in read_run(ctx.run_dir).writers}
+    assert len(writers) == 2  # the refused attach made no writer
+    assert writers[worker.writer_id].labels == {"worker": "shard-3", "host-group": "a"}
+    assert writers[ctx.writer_id].labels == {}  # no Ray here: no ray.* labels
+
+
 def test_seq_increases_per_writer_across_streams(root: Path) -> None:
     with open_run(root, env={}) as ctx:
         ctx.set_metrics({"a": 1.0}, "c")

@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from runstore import QueryError, RunDirectoryError, RuntimeContext, Store, WriterOptions, open_run
+from runstore import (
+    QueryError,
+    RunDirectoryError,
+    RuntimeContext,
+    Store,
+    WriterOptions,
+    open_run,
+    read_run,
+)
 from runstore.archive import store_schema
 from runstore.query import VIEWS
 
@@ -77,6 +85,21 @@ def test_latest_metrics_holds_the_last_value_per_run_category_and_key(root: Path
         assert ("a", "success", "a trained") in messages
         dev = rows(store, "SELECT message, data->>'batch' FROM dev_events WHERE run_id = 'a'")
         assert dev == [("shapes", "16")]
+
+
+def test_the_sdk_loggers_debug_events_are_dev_events(root: Path) -> None:
+    """synapse-sdk's `logger.debug(text)` writes event "debug" with data {"content"}."""
+    with open_run(root, run_id="sdk", env={}) as ctx:
+        ctx.log("debug", {"content": "cache warmed"}, level="debug")
+        ctx.log_dev_event("shapes", {"batch": 16})
+        ctx.log("other", {"content": "not a dev event"})
+    with Store(root) as store:
+        assert rows(store, "SELECT message FROM dev_events ORDER BY seq") == [
+            ("cache warmed",),
+            ("shapes",),
+        ]
+    texts = [m["text"] for m in read_run(ctx.run_dir).messages(dev=True)]
+    assert texts == ["cache warmed", "shapes", "Plugin run is complete."]
 
 
 def test_metric_values_keep_their_kind_in_sql(root: Path) -> None:
