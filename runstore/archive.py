@@ -33,6 +33,8 @@ __all__ = [
     "PART_TABLES",
     "RUNS",
     "RUNS_SCHEMA",
+    "WRITERS",
+    "WRITERS_SCHEMA",
     "ArchivePart",
     "ArchivedRun",
     "Catalog",
@@ -47,6 +49,7 @@ __all__ = [
     "sql_path",
     "store_schema",
     "with_run_id",
+    "writers_table",
 ]
 
 #: Folder of derived data under a root; not a run (it has no run.json).
@@ -55,13 +58,14 @@ ARCHIVE_DIR: Final = "archive"
 CATALOG: Final = "catalog.json"
 #: Version of the archive's layout; an archive of another version is ignored (and
 #: rebuilt by the next compaction), never misread.
-ARCHIVE_VERSION: Final = 1
+ARCHIVE_VERSION: Final = 2  # 2: the writers table
 
 RUNS: Final = "runs"
+WRITERS: Final = "writers"
 LATEST_METRICS: Final = "latest_metrics"
 LATEST_PROGRESS: Final = "latest_progress"
 #: One Parquet file of each of these per archive part.
-PART_TABLES: Final = (RUNS, *STREAMS, LATEST_METRICS, LATEST_PROGRESS)
+PART_TABLES: Final = (RUNS, WRITERS, *STREAMS, LATEST_METRICS, LATEST_PROGRESS)
 
 _TS = pa.timestamp("us", tz="UTC")
 _RUN_ID = pa.field("run_id", pa.string(), nullable=False)
@@ -92,12 +96,31 @@ RUNS_SCHEMA: Final = pa.schema(
     ]
 )
 
+WRITERS_SCHEMA: Final = pa.schema(
+    [
+        _RUN_ID,
+        pa.field("writer", pa.string(), nullable=False),
+        pa.field("host", pa.string()),
+        pa.field("pid", pa.int64()),
+        pa.field("status", pa.string()),  # open or closed, as the writer manifest says
+        pa.field("started_at", _TS),
+        pa.field("heartbeat_at", _TS),
+        pa.field("ended_at", _TS),
+        pa.field("records", pa.int64()),
+        pa.field("lost_records", pa.int64()),
+        pa.field("last_fault", pa.string()),
+        pa.field("labels", pa.map_(pa.string(), pa.string())),
+    ]
+)
+
 
 def store_schema(table: str) -> pa.Schema:
-    """The schema of a store-level table: `runs`, or a stream (or its latest_* view)
-    with `run_id` in front."""
+    """The schema of a store-level table: `runs`, `writers`, or a stream (or its
+    latest_* view) with `run_id` in front."""
     if table == RUNS:
         return RUNS_SCHEMA
+    if table == WRITERS:
+        return WRITERS_SCHEMA
     stream = {LATEST_METRICS: METRICS, LATEST_PROGRESS: PROGRESS}.get(table, table)
     if stream not in SCHEMAS:
         raise ValueError(f"unknown store table {table!r}")
@@ -143,6 +166,29 @@ def runs_table(runs: Iterable[tuple[str, RunInfo]]) -> pa.Table:
             }
         )
     return pa.Table.from_pylist(rows, schema=RUNS_SCHEMA)
+
+
+def writers_table(runs: Iterable[RunInfo]) -> pa.Table:
+    """The `writers` rows of runs: one per writer process, with its labels."""
+    rows = [
+        {
+            "run_id": run.run_id,
+            "writer": writer.writer_id,
+            "host": writer.host,
+            "pid": writer.pid,
+            "status": writer.status,
+            "started_at": writer.started_at,
+            "heartbeat_at": writer.heartbeat_at,
+            "ended_at": writer.ended_at,
+            "records": writer.records_written,
+            "lost_records": writer.lost_records,
+            "last_fault": writer.last_fault,
+            "labels": list(writer.labels.items()),
+        }
+        for run in runs
+        for writer in run.writers
+    ]
+    return pa.Table.from_pylist(rows, schema=WRITERS_SCHEMA)
 
 
 # -- run directories ------------------------------------------------------------------

@@ -196,8 +196,8 @@ def show_command(run_dir: Path, as_json: bool, dev: bool, message_count: int) ->
 
 
 _REPL_HELP = """\
-End a query with ';' (it may span lines). Views: runs, events, messages, dev_events,
-progress, metrics, latest_metrics, latest_progress (docs/sql.md).
+End a query with ';' (it may span lines). Views: runs, writers, events, messages,
+dev_events, progress, metrics, latest_metrics, latest_progress (docs/sql.md).
   .tables           list the views
   .schema VIEW      columns and types of a view
   .format FORMAT    table, csv, json or jsonl
@@ -310,8 +310,8 @@ def sql_command(
 ) -> None:
     """Ask SQL questions of every run under ROOT (DuckDB SQL).
 
-    Views: runs, events, messages, dev_events, progress, metrics, latest_metrics,
-    latest_progress; docs/sql.md lists their columns. Without QUERY, prompts for
+    Views: runs, writers, events, messages, dev_events, progress, metrics,
+    latest_metrics, latest_progress; docs/sql.md lists their columns. Without QUERY, prompts for
     queries on a terminal, or runs the queries read from stdin.
 
     Example: runstore sql sample-runs "SELECT run_id, status, duration FROM runs"
@@ -402,7 +402,7 @@ def compact_command(root: Path, rebuild: bool, as_json: bool) -> None:
 @click.option("--overwrite", is_flag=True, help="Replace the folder if it exists.")
 def export_command(root: Path, target: Path, partition_by: str, overwrite: bool) -> None:
     """Write the store under ROOT as hive-partitioned Parquet for Spark, Trino, Ray
-    Data, pandas or DuckDB: one folder per table (runs, events, progress, metrics).
+    Data, pandas or DuckDB: one folder per table (runs, writers, events, progress, metrics).
 
     Example: runstore export sample-runs --to /tmp/runs-parquet
     """

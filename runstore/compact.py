@@ -31,6 +31,7 @@ from .archive import (
     LATEST_PROGRESS,
     PART_TABLES,
     RUNS,
+    WRITERS,
     ArchivedRun,
     ArchivePart,
     Catalog,
@@ -44,6 +45,7 @@ from .archive import (
     sql_path,
     store_schema,
     with_run_id,
+    writers_table,
 )
 from .errors import ManifestError, RunDirectoryError, RunstoreError
 from .format import METRICS, PROGRESS, STREAMS
@@ -117,7 +119,10 @@ def _new_part(
     for _, run in batch:
         for stream in STREAMS:
             tables[stream].append(with_run_id(getattr(run, stream), run.run_id))
-    sources = {RUNS: runs_table((run_dir.name, run) for run_dir, run in batch)}
+    sources = {
+        RUNS: runs_table((run_dir.name, run) for run_dir, run in batch),
+        WRITERS: writers_table(run for _, run in batch),
+    }
     for stream in STREAMS:
         sources[stream] = pa.concat_tables(tables[stream]).cast(store_schema(stream))
     for table, source in sources.items():

@@ -1,8 +1,8 @@
 """Export: a store as hive-partitioned Parquet for other engines (docs/sql.md).
 
 Spark, Trino, Ray Data, pandas and DuckDB itself read the result directly:
-`DIR/<table>/date=<YYYY-MM-DD>/data_0.parquet`, one folder per table (`runs`, `events`,
-`progress`, `metrics`), partitioned by the day each run started (UTC) unless asked
+`DIR/<table>/date=<YYYY-MM-DD>/data_0.parquet`, one folder per table (`runs`, `writers`,
+`events`, `progress`, `metrics`), partitioned by the day each run started (UTC) unless asked
 otherwise. The export is written under a temporary name and renamed into place, so
 `DIR` appears complete or not at all.
 """
@@ -15,14 +15,14 @@ import shutil
 from pathlib import Path
 from typing import Final
 
-from .archive import RUNS, RUNS_SCHEMA, sql_path
+from .archive import RUNS, RUNS_SCHEMA, WRITERS, sql_path
 from .errors import RunstoreError
 from .format import EVENTS, METRICS, PROGRESS
 from .query import Store
 
 __all__ = ["EXPORT_TABLES", "PARTITION_KEYS", "export_store"]
 
-EXPORT_TABLES: Final = (RUNS, EVENTS, PROGRESS, METRICS)
+EXPORT_TABLES: Final = (RUNS, WRITERS, EVENTS, PROGRESS, METRICS)
 
 #: What an export may be partitioned by: a column computed from the run of each row.
 PARTITION_KEYS: Final = {

@@ -26,6 +26,7 @@ from .archive import (
     LATEST_PROGRESS,
     PART_TABLES,
     RUNS,
+    WRITERS,
     Catalog,
     RunDir,
     archive_dir,
@@ -37,6 +38,7 @@ from .archive import (
     sql_path,
     store_schema,
     with_run_id,
+    writers_table,
 )
 from .compact import CompactReport, compact
 from .errors import ManifestError, QueryError, RunDirectoryError, RunstoreError, RunstoreWarning
@@ -48,6 +50,7 @@ __all__ = ["VIEWS", "Store"]
 #: The views every store offers, in the order docs/sql.md describes them.
 VIEWS: Final = (
     "runs",
+    "writers",
     "events",
     "messages",
     "dev_events",
@@ -331,6 +334,7 @@ class Store:
         self._con.register(
             f"_live_{RUNS}", runs_table((name, run.run) for name, run in self._live.items())
         )
+        self._con.register(f"_live_{WRITERS}", writers_table(run.run for run in runs))
         for stream in (EVENTS, PROGRESS, METRICS):
             tables = [run.tables[stream] for run in runs]
             combined = pa.concat_tables(tables) if tables else store_schema(stream).empty_table()

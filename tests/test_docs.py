@@ -17,18 +17,25 @@ def _python_blocks(page: Path) -> list[str]:
     return re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.DOTALL)
 
 
-#: Extras some pages' examples need; those pages run where the extra is installed
-#: (.venv-sdk, by scripts/test) and are skipped elsewhere.
+#: Extras some examples need: they run where the extra is installed (.venv-sdk, by
+#: scripts/test); elsewhere such an example is left out, and a page whose first example
+#: needs one is skipped.
 _EXTRAS = {"synapse_sdk": r"runstore\.synapse|synapse_sdk", "ray": r"ray"}
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
 def test_python_examples_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    missing = [m for m in _EXTRAS if importlib.util.find_spec(m) is None]
+
+    def needs(block: str) -> list[str]:
+        return [
+            m for m in missing if re.search(rf"^\s*(from|import) ({_EXTRAS[m]})\b", block, re.M)
+        ]
+
     blocks = _python_blocks(page)
-    for module, spelled in _EXTRAS.items():
-        needed = any(re.search(rf"^\s*(from|import) ({spelled})\b", b, re.M) for b in blocks)
-        if needed and importlib.util.find_spec(module) is None:
-            pytest.skip(f"{page.name} needs {module} (runs in .venv-sdk)")
+    if blocks and needs(blocks[0]):  # a page about the extra: its examples build on it
+        pytest.skip(f"{page.name} needs {', '.join(needs(blocks[0]))} (runs in .venv-sdk)")
+    blocks = [block for block in blocks if not needs(block)]
     monkeypatch.chdir(tmp_path)
     (tmp_path / "sample-runs").symlink_to(DOCS / "sample-runs")
     namespace: dict[str, object] = {}

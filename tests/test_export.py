@@ -28,6 +28,10 @@ def test_export_reads_back_with_pyarrow_and_duckdb(tmp_path: Path) -> None:
     ).fetchall()
     assert ("demo-crashed", "crashed") in runs
     assert all(p.name.startswith("date=") for p in (target / "events").iterdir())
+    assert set(written) == {"runs", "writers", "events", "progress", "metrics"}
+    writers = ds.dataset(target / "writers", format="parquet", partitioning="hive").to_table()
+    assert writers.num_rows == written["writers"] >= 4  # one or more per sample run
+    assert writers.schema.field("labels").type.key_type == "string"
 
 
 def test_export_partitions_by_the_keys_asked_for(tmp_path: Path) -> None:

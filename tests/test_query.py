@@ -87,6 +87,34 @@ def test_latest_metrics_holds_the_last_value_per_run_category_and_key(root: Path
         assert dev == [("shapes", "16")]
 
 
+def test_writers_view_attributes_records_to_their_worker(root: Path) -> None:
+    from runstore import attach_run
+
+    driver = open_run(root, run_id="ray", env={})
+    for name in ("shard-0", "shard-1"):
+        with attach_run(driver.run_dir, labels={"worker": name}) as worker:
+            for i in range(3 if name == "shard-0" else 5):
+                worker.set_metrics({"i": float(i)}, "work")
+    driver.flush()
+    query = (
+        "SELECT w.labels['worker'] AS worker, w.status, count(m.seq) FROM writers w "
+        "LEFT JOIN metrics m USING (run_id, writer) GROUP BY ALL ORDER BY worker"
+    )
+    with Store(root) as store:
+        assert rows(store, query) == [
+            ("shard-0", "closed", 3),
+            ("shard-1", "closed", 5),
+            (None, "open", 0),
+        ]
+        driver.close()
+        assert rows(store, "SELECT status, records FROM writers WHERE labels = MAP {}") == [
+            ("closed", 0)  # the driver logged nothing itself
+        ]
+        store.compact()
+        assert rows(store, query)[2] == (None, "closed", 0)
+        assert rows(store, "SELECT count(*) FROM writers")[0] == (3,)
+
+
 def test_the_sdk_loggers_debug_events_are_dev_events(root: Path) -> None:
     """synapse-sdk's `logger.debug(text)` writes event "debug" with data {"content"}."""
     with open_run(root, run_id="sdk", env={}) as ctx:
@@ -215,7 +243,7 @@ def test_a_store_needs_a_folder(tmp_path: Path) -> None:
 
 def test_sql_errors_name_the_views(root: Path) -> None:
     make_run(root, "a")
-    with Store(root) as store, pytest.raises(QueryError, match="views: runs, events"):
+    with Store(root) as store, pytest.raises(QueryError, match="views: runs, writers, events"):
         store.sql("SELECT * FROM metricz")
 
 

@@ -92,9 +92,10 @@ def test_tasks_and_actors_log_into_one_run(cluster: None, tmp_path: Path) -> Non
 
     store = Store(root)
     counted = store.sql(
-        "SELECT writer, count(*) FROM metrics WHERE key = 'loss' GROUP BY writer"
+        "SELECT w.labels['worker'], count(*) FROM metrics m JOIN writers w USING (run_id, writer) "
+        "WHERE m.key = 'loss' GROUP BY ALL"
     ).fetchall()
-    assert sorted(n for _, n in counted) == [CALLS] * 5
+    assert dict(counted) == {name: CALLS for name in by_name}
     texts = [t for (t,) in store.sql("SELECT text FROM messages ORDER BY ts").fetchall()]
     assert texts[0] == "driver starts" and texts.count("actor done") == 2
 
