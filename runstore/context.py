@@ -8,6 +8,7 @@ its own. Every call of the Synapse SDK's RuntimeContext works as documented ther
 
 from __future__ import annotations
 
+import numbers
 import os
 import secrets
 import socket
@@ -76,6 +77,15 @@ def _freeze_metric(value: object) -> object:
         if isinstance(value, base):
             return base(value)
     return _json_text(value)
+
+
+def _number(value: object, what: str) -> float:
+    """A progress count as a float: ints, floats and numpy's numbers; not bools."""
+    if type(value) is int or type(value) is float:
+        return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{what} must be a number, got {type(value).__name__}")
+    return float(value)
 
 
 def _check_category(category: object, what: str) -> str:
@@ -224,9 +234,8 @@ class RunLogger:
         `ValueError` unless `total > 0` and `0 <= current <= total`.
         """
         self._check_open()
-        for name, number in (("current", current), ("total", total)):
-            if isinstance(number, bool) or not isinstance(number, int | float):
-                raise TypeError(f"{name} must be a number, got {type(number).__name__}")
+        current = _number(current, "current")
+        total = _number(total, "total")
         if not total > 0:
             raise ValueError(f"total must be > 0, got {total}")
         if not 0 <= current <= total:

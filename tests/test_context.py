@@ -222,6 +222,19 @@ def test_bad_input_raises_at_the_call_and_loses_nothing(
     assert read_run(ctx.run_dir).latest_metrics() == {"c": {"before": 1.0, "after": 2.0}}
 
 
+def test_progress_takes_numpy_numbers(root: Path) -> None:
+    with open_run(root, env={}) as ctx:
+        ctx.set_progress(np.int64(3), np.int32(4), "s")
+        ctx.set_progress(np.float32(4.0), 4, "s")
+        with pytest.raises(ValueError, match="current must be between"):
+            ctx.set_progress(np.int64(5), 4, "s")
+    rows = read_run(ctx.run_dir).progress.to_pylist()
+    assert [(r["current"], r["total"], r["status"]) for r in rows] == [
+        (3.0, 4.0, "running"),
+        (4.0, 4.0, "completed"),
+    ]
+
+
 def test_logging_after_end_log_raises_runtime_error(root: Path) -> None:
     with open_run(root, env={}) as ctx:
         ctx.end_log()

@@ -47,6 +47,9 @@ class _Actor:
         for i in range(start, start + count):
             self.ctx.set_metrics({"loss": 1 / (i + 1), "i": i}, "train")
 
+    def flush(self) -> None:
+        self.ctx.flush()
+
     def close(self) -> str:
         self.ctx.log_message("actor done", "info")
         self.ctx.close()
@@ -98,6 +101,27 @@ def test_tasks_and_actors_log_into_one_run(cluster: None, tmp_path: Path) -> Non
     assert dict(counted) == {name: CALLS for name in by_name}
     texts = [t for (t,) in store.sql("SELECT text FROM messages ORDER BY ts").fetchall()]
     assert texts[0] == "driver starts" and texts.count("actor done") == 2
+
+
+def test_a_killed_actor_keeps_what_it_flushed_and_the_run_reads(
+    cluster: None, tmp_path: Path
+) -> None:
+    root = tmp_path / "runs"
+    with open_run(root, plugin="ray-test", action="train") as ctx:
+        actor = _Actor.remote(str(ctx.run_dir), "doomed")
+        ray.get(actor.work.remote(0, CALLS))
+        ray.get(actor.flush.remote())
+        ray.kill(actor)  # SIGKILL-like: no close, no atexit
+    run = read_run(ctx.run_dir)
+    assert run.status == "completed" and run.problems == []
+    (doomed,) = [w for w in run.writers if w.labels.get("worker") == "doomed"]
+    assert doomed.status == "open"  # it never closed; readers see it is not alive
+    values = [
+        int(r["value"])
+        for r in run.metrics.to_pylist()
+        if r["writer"] == doomed.writer_id and r["key"] == "i"
+    ]
+    assert sorted(values) == list(range(CALLS))  # every flushed call, once
 
 
 def test_ray_data_reads_the_sealed_segments_and_the_export(cluster: None, tmp_path: Path) -> None:
