@@ -245,6 +245,32 @@ def test_a_failing_step_rolls_back_and_the_run_fails(root: Path) -> None:
     assert events[-1]["level"] == "danger"
 
 
+@pytest.mark.parametrize(
+    "context_class",
+    ["TrainContext", "UploadContext", "ExportContext", "InferenceContext", "DeploymentContext"],
+)
+def test_the_sdks_step_contexts_log_under_their_step(root: Path, context_class: str) -> None:
+    import synapse_sdk.plugins.actions as actions
+
+    ctx = runtime_context(root)
+    step_ctx = getattr(actions, context_class)(runtime_ctx=ctx)
+    step_ctx._set_current_step("work", order=0)  # what the Orchestrator does
+    ctx.logger.set_step("work", order=0)
+    step_ctx.set_progress(1, 2)
+    step_ctx.set_metrics({"done": 1})
+    step_ctx.log_message("halfway", LogLevel.WARNING)
+    step_ctx.log("custom", {"n": 1})
+    ctx.logger.finish()
+    run = read_run(ctx.logger.run_dir)
+    assert [(p["category"], p["percent"]) for p in run.progress.to_pylist()] == [("work", 50.0)]
+    assert run.latest_metrics() == {"work": {"done": 1}}
+    events = _events(run.path)
+    assert [(e["event"], e["level"], e["category"]) for e in events] == [
+        ("message", "warning", "work"),
+        ("custom", "info", "work"),
+    ]
+
+
 class _Params(BaseModel):
     files: int = 3
 
