@@ -132,7 +132,6 @@ class RunLogger:
         self._step: str | None = None
         self._step_order: int | None = None
         self._finished = False
-        self._latest_metrics: dict[str, dict[str, Any]] = {}
         self._progress: dict[str | None, dict[str, Any]] = {}
         self._started: dict[str | None, float] = {}
         self._workflow: _Workflow | None = None
@@ -311,7 +310,8 @@ class RunLogger:
         the current step): the full history, and the merged latest values per category.
 
         The hot path, guarded by benchmarks/bench_logging.py: validate, copy, append one
-        tuple to the writer's deque. Values keep their type; see docs/format.md.
+        tuple to the writer's deque (the writer keeps the latest values as it drains).
+        Values keep their type; see docs/format.md.
         """
         if self._finished:
             self._check_open()
@@ -334,10 +334,6 @@ class RunLogger:
                 values = tuple(map(_freeze_metric, values))
                 append = self._append_mixed_metrics
                 break
-        latest = self._latest_metrics.get(category)
-        if latest is None:
-            latest = self._latest_metrics[category] = {}
-        latest.update(value)
         seq = self._next_seq()
         append((_time_ns(), seq, category, keys, values))
         if not seq & _WAKE_MASK:
@@ -348,11 +344,13 @@ class RunLogger:
         found = self._progress.get(self._step if step is None else step)
         return None if found is None else dict(found)
 
-    def get_metrics(self, step: str | None = None) -> dict[str, Any]:
-        """Latest values of one step, or of every step as {step: {key: value}}."""
+    def get_metrics(self, step: str | None = None) -> dict[Any, Any]:
+        """Latest values of one step, or of every step as {step: {key: value}}, as
+        logged (numpy scalars as Python's; kept by the writer, off the hot path)."""
+        latest = self.writer.latest_metrics()
         if step is not None:
-            return dict(self._latest_metrics.get(step, {}))
-        return {name: dict(values) for name, values in self._latest_metrics.items()}
+            return latest.get(step, {})
+        return latest
 
     # -- ending ------------------------------------------------------------------------
 

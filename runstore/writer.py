@@ -31,12 +31,14 @@ from typing import Any
 
 import pyarrow as pa
 
+from ._latest import LatestMetrics
 from ._process import process_start_time, ray_labels
 from .errors import RunDirectoryError
 from .format import (
     ATTACHMENTS_DIR,
     EVENTS,
     HEARTBEAT_SECONDS,
+    METRICS,
     RUN_MANIFEST,
     STREAMS,
     STREAMS_DIR,
@@ -158,6 +160,7 @@ class RunWriter:
         self._fault_started: str | None = None
         self._lost_in_fault = 0
         self._attachments = itertools.count(1)
+        self._latest = LatestMetrics()
         self._create_directories()
         self._thread = self._start_thread()
         _register(self)
@@ -235,6 +238,12 @@ class RunWriter:
             self._report(f"cannot copy attachment {src} into the run: {exc.strerror or exc}")
             return None
         return relative.as_posix()
+
+    def latest_metrics(self) -> dict[str | None, dict[str, Any]]:
+        """{category: {key: value}}: the newest value of every metric logged so far."""
+        stream = self.buffers[METRICS]
+        with self._io_lock:  # the writer thread drains under it
+            return self._latest.snapshot([*stream.records, *stream.mixed])
 
     def flush(self) -> None:
         """Write everything appended so far (from the caller's thread), then return."""
@@ -332,6 +341,9 @@ class RunWriter:
         count = len(floats) + len(mixed)
         if not count:
             return
+        if stream.name == METRICS:
+            self._latest.fold(floats)
+            self._latest.fold(mixed)
         try:
             data = encode_records(stream.name, floats + mixed)
         except Exception as exc:  # a bug, not a storage fault: count it, never hide it
