@@ -80,7 +80,8 @@ def _freeze_metric(value: object) -> object:
 
 
 def _number(value: object, what: str) -> float:
-    """A progress count as a float: ints, floats and numpy's numbers; not bools."""
+    """A progress count: ints and floats as they are, other real numbers (numpy's) as
+    floats; bools are refused."""
     if type(value) is int or type(value) is float:
         return value
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
