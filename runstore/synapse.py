@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -157,6 +158,12 @@ class RunstoreLogger(BaseLogger):  # type: ignore[misc]
 
     def log_message(self, message: str, level: Any = None, *, context: Any = None) -> None:
         """A message event (`context=` is the SDK's deprecated name of `level`)."""
+        if context is not None:
+            warnings.warn(
+                "The 'context' parameter is deprecated. Use 'level' instead.",
+                DeprecationWarning,
+                stacklevel=2,
+            )
         chosen = level if level is not None else context
         resolved = SdkLogLevel(chosen) if chosen is not None else SdkLogLevel.INFO
         self.log(resolved, "message", self._build_message_data(message))
@@ -212,7 +219,7 @@ def runtime_context(
     """A new run under `root` and the SDK `RuntimeContext` that logs into it.
 
     Arguments as `runstore.open_run`. End the run with `ctx.logger.finish()` (as the
-    SDK's executors do); a process that exits without it ends the run too.
+    SDK's executors do); a process that exits without it leaves the run failed.
     """
     run = open_run(
         root,

@@ -82,6 +82,9 @@ def test_every_call_of_the_sdk_context_lands(root: Path, tmp_path: Path) -> None
     ctx.log_dev_event("debug info", {"k": "v"})
     ctx.log("upload_data_file", {"files": {"image": "a.jpg"}, "status": "success"})
     ctx.logger.debug("internal detail")
+    ctx.logger.log_message("legacy", LogLevel.DANGER)  # the JobLogger's own spelling
+    with pytest.warns(DeprecationWarning):
+        ctx.logger.log_message("legacy context", context="warning")
     ctx.end_log()
     ctx.logger.finish()
 
@@ -126,7 +129,8 @@ def test_every_call_of_the_sdk_context_lands(root: Path, tmp_path: Path) -> None
         ("debug info",),
         ("internal detail",),  # the SDK logger's debug(): a developer's message
     ]
-    assert store.sql("SELECT count(*) FROM messages WHERE level='warning'").fetchall() == [(1,)]
+    assert store.sql("SELECT count(*) FROM messages WHERE level='warning'").fetchall() == [(2,)]
+    assert ("danger", "legacy") in messages
     tailed = [r for r in follow(run_dir, from_start=True) if r.stream == "events"]
     assert [r.seq for r in tailed] == [e["seq"] for e in events]
 
