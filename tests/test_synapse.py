@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -350,6 +351,42 @@ def test_a_worker_process_attaches_with_the_sdk_context(root: Path) -> None:
     rows = run.events.to_pylist()
     assert sum(r["writer"] == worker.writer_id for r in rows) == 50
     assert run.progress.to_pylist()[-1]["writer"] == worker.writer_id
+
+
+def test_the_tailer_follows_an_sdk_job_live(root: Path) -> None:
+    code = textwrap.dedent(
+        """
+        import sys, time
+        from runstore.synapse import runtime_context
+        ctx = runtime_context(sys.argv[1], run_id="live", action="upload")
+        for i in range(200):
+            ctx.log("upload_data_file", {"i": i})
+            ctx.set_progress(i + 1, 200, step="upload")
+            if i % 50 == 0:
+                time.sleep(0.2)
+        ctx.end_log()
+        ctx.logger.finish()
+        """
+    )
+    job = subprocess.Popen(
+        [sys.executable, "-W", "ignore", "-c", code, str(root)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    run_dir = root / "live"
+    deadline = time.monotonic() + 30
+    while not (run_dir / "run.json").exists():
+        assert time.monotonic() < deadline and job.poll() is None, job.stderr
+        time.sleep(0.02)
+    records = list(follow(run_dir, from_start=True))
+    assert job.wait(timeout=30) == 0
+    events = [r for r in records if r.stream == "events"]
+    assert [r.data["data"]["i"] for r in events if r.data["event"] == "upload_data_file"] == list(
+        range(200)
+    )
+    assert [r.data["current"] for r in records if r.stream == "progress"][-1] == 200
+    assert records[-1].stream == "status" and records[-1].data["status"] == "completed"
 
 
 def test_a_runstore_context_can_be_wrapped(root: Path) -> None:
