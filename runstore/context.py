@@ -138,8 +138,9 @@ class RunLogger:
         self._workflow: _Workflow | None = None
         # Bound once: the hot path is two attribute-free calls.
         self._next_seq: Callable[[], int] = writer.seq.__next__
-        self._append_metrics = writer.buffers[METRICS].records.append
-        self._append_mixed_metrics = writer.buffers[METRICS].mixed.append
+        # Metrics records go in flat (see RunWriter): `extend` with the record's fields.
+        self._extend_metrics = writer.buffers[METRICS].records.extend
+        self._extend_mixed_metrics = writer.buffers[METRICS].mixed.extend
         self._append_progress = writer.buffers[PROGRESS].records.append
         self._append_event = writer.buffers[EVENTS].records.append
 
@@ -329,14 +330,14 @@ class RunLogger:
         # Tuples of floats and strings: a snapshot the GC stops tracking, unlike a dict.
         keys = tuple(value)
         values = tuple(value.values())
-        append = self._append_metrics  # all floats: the writer converts them in C
+        extend = self._extend_metrics  # all floats: the writer converts them in C
         for item in values:
             if type(item) is not float:
                 values = tuple(map(_freeze_metric, values))
-                append = self._append_mixed_metrics
+                extend = self._extend_mixed_metrics
                 break
         seq = self._next_seq()
-        append((_time_ns(), seq, category, keys, values))
+        extend((_time_ns(), seq, category, keys, values))
         if not seq & _WAKE_MASK:
             self.writer.wake()
 

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any
+from typing import Any, Final
 
 import pyarrow as pa
 
@@ -39,6 +39,7 @@ from .format import (
     EVENTS,
     HEARTBEAT_SECONDS,
     METRICS,
+    RECORD_FIELDS,
     RUN_MANIFEST,
     STREAMS,
     STREAMS_DIR,
@@ -91,9 +92,13 @@ class _Stream:
 
     name: str
     directory: Path
-    records: deque[tuple[Any, ...]] = field(default_factory=deque)
+    #: Records as tuples of RECORD_FIELDS[name]; metrics records flat instead, their
+    #: fields one after another (one `extend` per record, atomic under the GIL): a
+    #: record tuple holding the keys and values tuples would stay tracked by the GC
+    #: through a collection, and its collections were a third of a busy job's time.
+    records: deque[Any] = field(default_factory=deque)
     #: Metrics records with a value that is not a float (converted value by value).
-    mixed: deque[tuple[Any, ...]] = field(default_factory=deque)
+    mixed: deque[Any] = field(default_factory=deque)
     number: int = 1
     #: Lines written to the live segment, kept so a removed file can be written again.
     lines: list[bytes] = field(default_factory=list)
@@ -243,7 +248,10 @@ class RunWriter:
         """{category: {key: value}}: the newest value of every metric logged so far."""
         stream = self.buffers[METRICS]
         with self._io_lock:  # the writer thread drains under it
-            return self._latest.snapshot([*stream.records, *stream.mixed])
+            pending = _records_of(METRICS, [*stream.records]) + _records_of(
+                METRICS, [*stream.mixed]
+            )
+            return self._latest.snapshot(pending)
 
     def flush(self) -> None:
         """Write everything appended so far (from the caller's thread), then return."""
@@ -336,8 +344,8 @@ class RunWriter:
                 self._write_writer_manifest(durable=False)
 
     def _drain(self, stream: _Stream) -> None:
-        floats = _pop_all(stream.records)
-        mixed = _pop_all(stream.mixed)
+        floats = _records_of(stream.name, _pop_all(stream.records))
+        mixed = _records_of(stream.name, _pop_all(stream.mixed))
         count = len(floats) + len(mixed)
         if not count:
             return
@@ -528,10 +536,20 @@ class RunWriter:
         self._thread = self._start_thread()
 
 
-def _pop_all(records: deque[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+def _pop_all(records: deque[Any]) -> list[Any]:
     """Take what is in `records` now; appends from other threads meanwhile stay."""
     popleft = records.popleft
     return [popleft() for _ in range(len(records))]
+
+
+_METRICS_ARITY: Final = len(RECORD_FIELDS[METRICS])
+
+
+def _records_of(stream: str, taken: list[Any]) -> list[tuple[Any, ...]]:
+    """Record tuples from what a stream's deque held (metrics: flat fields)."""
+    if stream != METRICS:
+        return taken
+    return list(zip(*[iter(taken)] * _METRICS_ARITY, strict=True))
 
 
 def _write_all(fd: int, data: bytes) -> None:

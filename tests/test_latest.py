@@ -81,5 +81,9 @@ def test_get_metrics_sees_every_call_before_and_after_the_writer_drains(root: Pa
             thread.join()
         assert ctx.logger.get_metrics("a") == {"i": 1999.0}
         assert ctx.logger.get_metrics("b") == {"i": 1999.0}
-    assert read_run(ctx.run_dir).latest_metrics()["train"]["epoch"] == 2
+    run = read_run(ctx.run_dir)
+    assert run.latest_metrics()["train"]["epoch"] == 2
+    for category in ("a", "b"):  # records from two threads at once stay whole
+        values = [r["value"] for r in run.metrics.to_pylist() if r["category"] == category]
+        assert sorted(values) == [float(i) for i in range(2000)]
     assert ctx.logger.get_metrics("train")["loss"] == 0.5  # still there after close
