@@ -311,8 +311,8 @@ class RunLogger:
         """Record metric values of a category (`step=` is the SDK's newer name; default:
         the current step): the full history, and the merged latest values per category.
 
-        The hot path, guarded by benchmarks/bench_logging.py: validate, copy, append one
-        tuple to the writer's deque (the writer keeps the latest values as it drains).
+        The hot path, guarded by benchmarks/bench_logging.py: validate, copy, extend the
+        writer's deque with one record (the writer keeps the latest values as it drains).
         Values keep their type; see docs/format.md.
         """
         if self._finished:

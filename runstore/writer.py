@@ -94,8 +94,8 @@ class _Stream:
     directory: Path
     #: Records as tuples of RECORD_FIELDS[name]; metrics records flat instead, their
     #: fields one after another (one `extend` per record, atomic under the GIL): a
-    #: record tuple holding the keys and values tuples would stay tracked by the GC
-    #: through a collection, and its collections were a third of a busy job's time.
+    #: record tuple holding the keys and values tuples stays tracked by the GC through
+    #: a collection, which made collections a third of a busy job's time.
     records: deque[Any] = field(default_factory=deque)
     #: Metrics records with a value that is not a float (converted value by value).
     mixed: deque[Any] = field(default_factory=deque)
