@@ -56,14 +56,20 @@ def _repr_with_warning(value: object) -> str:
     return repr(value)
 
 
-def _json_text(data: object) -> JsonText:
-    """`data` as JSON now, so later changes by the job cannot alter what was logged."""
+def _json_bytes(data: object) -> bytes:
+    """`data` as JSON now, so later changes by the job cannot alter what was logged.
+    The writer takes plain bytes in a record as JSON (an event's data)."""
     try:
-        return JsonText(orjson.dumps(data, option=JSON_OPTIONS, default=_repr_with_warning))
+        return orjson.dumps(data, option=JSON_OPTIONS, default=_repr_with_warning)
     except (TypeError, orjson.JSONEncodeError):  # ints beyond 64 bits, very deep nesting
         import json
 
-        return JsonText(json.dumps(data, default=_repr_with_warning, allow_nan=False).encode())
+        return json.dumps(data, default=_repr_with_warning, allow_nan=False).encode()
+
+
+def _json_text(data: object) -> JsonText:
+    """A metric value as JSON, marked as such among the other values."""
+    return JsonText(_json_bytes(data))
 
 
 def _freeze_metric(value: object) -> object:
@@ -192,7 +198,7 @@ class RunLogger:
             raise TypeError(f"data of event {event!r} must be a dict, got {type(data).__name__}")
         level_text = _check_level(level)
         category = self._step if step is None else step
-        payload = _json_text(dict(data))
+        payload = _json_bytes(data if type(data) is dict else dict(data))
         seq = self._next_seq()
         attachment = None
         file_text = None

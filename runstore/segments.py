@@ -62,15 +62,16 @@ _KINDS: Final[dict[type, str]] = {float: "float", int: "int", bool: "bool", str:
 
 
 class JsonText(bytes):
-    """JSON encoded when the job logged it (event data, a non-scalar metric value), so
-    later changes to the job's objects cannot alter the record."""
+    """A metric value encoded as JSON when the job logged it, so later changes to the
+    job's objects cannot alter the record. (An event's data is JSON made the same way,
+    kept as plain bytes: in a record, any bytes are JSON.)"""
 
     __slots__ = ()
 
 
 def _default(value: object) -> object:
-    if isinstance(value, JsonText):
-        return orjson.Fragment(bytes(value))
+    if isinstance(value, bytes):  # JSON made at the call: JsonText, or an event's data
+        return orjson.Fragment(value if type(value) is bytes else bytes(value))
     return repr(value)
 
 
@@ -206,7 +207,7 @@ def _timestamps(ts_ns: Sequence[Any]) -> pa.Array:
 
 
 def _json_text(value: object) -> str:
-    if isinstance(value, JsonText):
+    if isinstance(value, bytes):
         return value.decode()
     return orjson.dumps(value, option=JSON_OPTIONS, default=_default).decode()
 
