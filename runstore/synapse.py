@@ -21,7 +21,7 @@ try:
     from synapse_sdk.plugins.context import PluginEnvironment as SdkEnvironment
     from synapse_sdk.plugins.context import RuntimeContext as SdkRuntimeContext
     from synapse_sdk.plugins.models.logger import LogLevel as SdkLogLevel
-except ImportError as exc:  # pragma: no cover - exercised only without the extra
+except ImportError as exc:  # the message is checked by tests/test_context.py
     raise ImportError(
         "runstore.synapse needs the synapse-sdk (Python 3.12+): pip install 'runstore[synapse]'"
     ) from exc

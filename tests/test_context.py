@@ -357,6 +357,15 @@ def test_attach_run_keeps_the_workers_labels(root: Path) -> None:
     assert writers[ctx.writer_id].labels == {}  # no Ray here: no ray.* labels
 
 
+def test_the_synapse_module_says_how_to_get_the_sdk() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("synapse_sdk") is not None:
+        pytest.skip("synapse-sdk is installed here")
+    with pytest.raises(ImportError, match=r"pip install 'runstore\[synapse\]'"):
+        import runstore.synapse  # noqa: F401
+
+
 def test_seq_increases_per_writer_across_streams(root: Path) -> None:
     with open_run(root, env={}) as ctx:
         ctx.set_metrics({"a": 1.0}, "c")
