@@ -186,6 +186,8 @@ def show_command(run_dir: Path, as_json: bool, dev: bool, message_count: int) ->
             text = f"{value:.6g}" if isinstance(value, float) else str(value)
             metrics.add_row(category or "(default)", key, text)
     console.print(metrics)
+    if len(run.writers) > 1:  # a run of several processes (Ray workers, subprocesses)
+        console.print(_writers_table(run))
     messages = run.messages(dev=dev)
     if message_count:
         messages = messages[-message_count:]
@@ -193,6 +195,24 @@ def show_command(run_dir: Path, as_json: bool, dev: bool, message_count: int) ->
         console.print(log_line(message["ts"], None, message["level"], message["text"]))
     for problem in run.problems:
         console.print(f"[yellow]problem: {problem}[/]")
+
+
+def _writers_table(run: RunData) -> Table:
+    writers = Table(title="writers")
+    for column in ("writer", "host", "pid", "status", "records", "labels"):
+        writers.add_column(column)
+    for writer in run.writers:
+        labels = ", ".join(f"{key}={value}" for key, value in sorted(writer.labels.items()))
+        writers.add_row(
+            writer.writer_id,
+            writer.host,
+            str(writer.pid),
+            writer.status,
+            str(writer.records_written),
+            labels,
+            style="yellow" if writer.lost_records else None,
+        )
+    return writers
 
 
 _REPL_HELP = """\

@@ -44,6 +44,24 @@ def test_show_table_and_json() -> None:
     assert [m["level"] for m in data["messages"]].count("warning") == 5
 
 
+def test_show_lists_the_writers_of_a_run_of_several_processes(tmp_path: Path) -> None:
+    from runstore import attach_run, open_run
+
+    ctx = open_run(tmp_path, run_id="multi", env={})
+    with ctx, attach_run(ctx.run_dir, labels={"shard": "7"}) as worker:
+        worker.set_metrics({"n": 1.0}, "work")
+    shown = _cli("show", str(ctx.run_dir))
+    assert shown.returncode == 0, shown.stderr
+    assert "writers" in shown.stdout and "shard=7" in shown.stdout
+    assert worker.writer_id in shown.stdout and ctx.writer_id in shown.stdout
+    single = _cli("show", str(SAMPLE_RUNS / "demo-train")).stdout
+    assert "shard=" not in single and "labels" not in single  # one writer: no table
+    data = json.loads(_cli("show", str(ctx.run_dir), "--json").stdout)
+    assert {w["writer_id"]: w["labels"] for w in data["writers"]}[worker.writer_id] == {
+        "shard": "7"
+    }
+
+
 def test_errors_are_one_clear_line(tmp_path: Path) -> None:
     missing = _cli("show", str(tmp_path / "nope"))
     assert missing.returncode == 1
