@@ -4,6 +4,11 @@ Compares runstore with the plain loop people write by hand (`json.dumps` + buffe
 append, fsync at the end), measured in the same process, and prints medians and ratios.
 
     .venv/bin/python benchmarks/bench_logging.py [--calls 1000000] [--repeats 5]
+    .venv/bin/python benchmarks/bench_logging.py --against /path/to/other/checkout
+
+`--against` also runs another checkout's runstore (e.g. `git worktree add /tmp/old
+HEAD~3`), in the same process and interleaved with this one, so a change is judged on
+one machine state: these machines are shared and noisy.
 
 Target (issue 2): at least 500,000 calls/s on one core.
 """
@@ -11,15 +16,29 @@ Target (issue 2): at least 500,000 calls/s on one core.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
+from types import ModuleType
 
-from runstore import WriterOptions, open_run, read_run
+import runstore
+from runstore import WriterOptions, read_run
+
+
+def load_other(checkout: Path, scratch: Path) -> ModuleType:
+    """The runstore package of another checkout, imported as `runstore_other`."""
+    source = checkout / "runstore"
+    if not (source / "__init__.py").is_file():
+        raise SystemExit(f"--against {checkout}: no runstore/ package there")
+    shutil.copytree(source, scratch / "runstore_other")
+    sys.path.insert(0, str(scratch))
+    return importlib.import_module("runstore_other")
 
 
 def baseline(directory: Path, calls: int) -> float:
@@ -40,11 +59,13 @@ def baseline(directory: Path, calls: int) -> float:
     return time.perf_counter() - start
 
 
-def runstore_run(directory: Path, calls: int, flush_interval: float) -> tuple[float, Path]:
+def runstore_run(
+    directory: Path, calls: int, flush_interval: float, package: ModuleType = runstore
+) -> tuple[float, Path]:
     """runstore from open to close: every record flushed, sealed into Parquet, fsynced."""
     start = time.perf_counter()
-    options = WriterOptions(flush_interval=flush_interval)
-    with open_run(directory, env={}, options=options) as ctx:
+    options = package.WriterOptions(flush_interval=flush_interval)
+    with package.open_run(directory, env={}, options=options) as ctx:
         for step in range(calls):
             ctx.set_metrics({"loss": 0.5 + step * 1e-9, "accuracy": 0.25}, "training")
     return time.perf_counter() - start, ctx.run_dir
@@ -55,17 +76,28 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--flush-interval", type=float, default=WriterOptions.flush_interval)
+    parser.add_argument("--against", type=Path, help="another checkout to compare with")
     args = parser.parse_args()
-    base_times, ours_times, run_dir = [], [], None
+    base_times, ours_times, other_times, run_dir = [], [], [], None
     scratch = Path(tempfile.mkdtemp(prefix="runstore-bench-"))
     try:
+        other = load_other(args.against, scratch) if args.against else None
         for repeat in range(args.repeats):
             base_dir = scratch / f"base-{repeat}"
             base_dir.mkdir()
             base_times.append(baseline(base_dir, args.calls))
             runs = scratch / f"runs-{repeat}"
-            seconds, run_dir = runstore_run(runs, args.calls, args.flush_interval)
-            ours_times.append(seconds)
+            order = [runstore, other] if other is not None else [runstore]
+            for package in order if repeat % 2 else order[::-1]:  # alternate the first
+                if package is runstore:
+                    seconds, run_dir = runstore_run(runs, args.calls, args.flush_interval)
+                    ours_times.append(seconds)
+                else:
+                    other_dir = scratch / f"other-{repeat}"
+                    other_times.append(
+                        runstore_run(other_dir, args.calls, args.flush_interval, package)[0]
+                    )
+                    shutil.rmtree(other_dir, ignore_errors=True)
         assert run_dir is not None
         rows = read_run(run_dir).metrics.num_rows
         assert rows == 2 * args.calls, f"expected {2 * args.calls} metric rows, read {rows}"
@@ -89,6 +121,12 @@ def main() -> None:
         f"{size / points:5.1f} bytes/point"
     )
     print(f"  ratio runstore / baseline:      {ours_rate / base_rate:>12.2f}x")
+    if other_times:
+        other_rate = args.calls / statistics.median(other_times)
+        print(
+            f"  {str(args.against)[:30]:<30}  {other_rate:>12,.0f} calls/s  "
+            f"(this checkout: {ours_rate / other_rate:.3f}x of it)"
+        )
     print(f"  per call: {1e9 / ours_rate:,.0f} ns (target: <= 2,000 ns, i.e. >= 500,000/s)")
 
 
