@@ -24,6 +24,7 @@ __all__ = [
     "FORMAT_VERSION",
     "METRICS",
     "PROGRESS",
+    "RECORD_ARITY",
     "RECORD_FIELDS",
     "RUN_MANIFEST",
     "SCHEMAS",
@@ -103,6 +104,8 @@ RECORD_FIELDS: Final[dict[str, tuple[str, ...]]] = {
     ),
     METRICS: ("ts_ns", "seq", "category", "keys", "values"),
 }
+#: Fields per record of each stream (a metrics record's optional 6th not counted).
+RECORD_ARITY: Final = {name: len(fields) for name, fields in RECORD_FIELDS.items()}
 
 _TS = pa.timestamp("us", tz="UTC")
 _COMMON = [

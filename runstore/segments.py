@@ -26,6 +26,7 @@ from .format import (
     EVENTS,
     FORMAT_VERSION,
     METRICS,
+    RECORD_ARITY,
     RECORD_FIELDS,
     SCHEMAS,
     check_format_version,
@@ -57,7 +58,6 @@ _INT64_MIN: Final = -(2**63)
 _INT64_MAX: Final = 2**63 - 1
 _EXACT_FLOAT_INT: Final = 2**53
 _NONFINITE: Final = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
-_ARITY: Final = {name: len(fields) for name, fields in RECORD_FIELDS.items()}
 _KINDS: Final[dict[type, str]] = {float: "float", int: "int", bool: "bool", str: "str"}
 
 
@@ -157,7 +157,7 @@ def decode_lines(stream: str, data: bytes, *, start: int = 0, where: str = "") -
         return result
     result.end = last_newline + 1
     result.torn_bytes = len(data) - result.end
-    arity = _ARITY[stream]
+    arity = RECORD_ARITY[stream]
     offset = start
     for line in data[start:last_newline].split(b"\n"):
         line_offset = offset

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any, Final
+from typing import Any
 
 import pyarrow as pa
 
@@ -39,7 +39,7 @@ from .format import (
     EVENTS,
     HEARTBEAT_SECONDS,
     METRICS,
-    RECORD_FIELDS,
+    RECORD_ARITY,
     RUN_MANIFEST,
     STREAMS,
     STREAMS_DIR,
@@ -92,10 +92,10 @@ class _Stream:
 
     name: str
     directory: Path
-    #: Records as tuples of RECORD_FIELDS[name]; metrics records flat instead, their
-    #: fields one after another (one `extend` per record, atomic under the GIL): a
-    #: record tuple holding the keys and values tuples stays tracked by the GC through
-    #: a collection, which made collections a third of a busy job's time.
+    #: Records flat: the fields of RECORD_FIELDS[name] one after another, one `extend`
+    #: per record (atomic under the GIL). A metrics record as a tuple holding its keys
+    #: and values tuples stays tracked by the GC through a collection, which made
+    #: collections a third of a busy job's time.
     records: deque[Any] = field(default_factory=deque)
     #: Metrics records with a value that is not a float (converted value by value).
     mixed: deque[Any] = field(default_factory=deque)
@@ -491,7 +491,7 @@ class RunWriter:
         if self.manifest is not None and not (self.run_dir / RUN_MANIFEST).exists():
             self._manifest_dirty = True
         data = {"error": message, "since": self._fault_started, "lost_records": lost}
-        self.buffers[EVENTS].records.append(
+        self.buffers[EVENTS].records.extend(
             (
                 time.time_ns(),
                 next(self.seq),
@@ -542,14 +542,9 @@ def _pop_all(records: deque[Any]) -> list[Any]:
     return [popleft() for _ in range(len(records))]
 
 
-_METRICS_ARITY: Final = len(RECORD_FIELDS[METRICS])
-
-
 def _records_of(stream: str, taken: list[Any]) -> list[tuple[Any, ...]]:
-    """Record tuples from what a stream's deque held (metrics: flat fields)."""
-    if stream != METRICS:
-        return taken
-    return list(zip(*[iter(taken)] * _METRICS_ARITY, strict=True))
+    """Record tuples from the flat fields a stream's deque held."""
+    return list(zip(*[iter(taken)] * RECORD_ARITY[stream], strict=True))
 
 
 def _write_all(fd: int, data: bytes) -> None:
