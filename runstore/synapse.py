@@ -83,9 +83,11 @@ class RunstoreLogger(BaseLogger):  # type: ignore[misc]
 
     # -- BaseLogger's hooks --------------------------------------------------------------
 
-    def set_step(self, step: str | None, order: int | None = None) -> None:
-        super().set_step(step, order)
-        self._records.set_step(step, order)
+    # The SDK's current step (`set_step`, as the Orchestrator sets it) is the one step
+    # state: each call hands runstore the step it resolves to.
+
+    def _step(self, step: str | None) -> str | None:
+        return step if step is not None else self._current_step
 
     def _log_impl(
         self,
@@ -99,15 +101,15 @@ class RunstoreLogger(BaseLogger):  # type: ignore[misc]
 
     def set_progress(self, current: int, total: int, step: str | None = None) -> None:
         super().set_progress(current, total, step)  # the SDK's checks and state first
-        self._records.set_progress(current, total, step)
+        self._records.set_progress(current, total, self._step(step))
 
     def set_progress_failed(self, step: str | None = None) -> None:
         super().set_progress_failed(step)
-        self._records.set_progress_failed(step)
+        self._records.set_progress_failed(self._step(step))
 
     def set_metrics(self, value: dict[str, Any], step: str | None = None) -> None:
         super().set_metrics(value, step)
-        self._records.set_metrics(value, step if step is not None else self._current_step)
+        self._records.set_metrics(value, self._step(step))
 
     def _on_finish(self) -> None:
         error = sys.exc_info()[1]
