@@ -14,7 +14,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from .format import DEV_EVENTS, EVENTS, METRICS, PROGRESS
+from .format import DEV_EVENTS, EVENTS, METRICS, PROGRESS, event_text
 from .reader import RunData
 from .tail import STATUS, Follower, TailRecord
 
@@ -79,11 +79,12 @@ def log_line(ts: datetime, run: str | None, level: str, text: str) -> Text:
 def message_line(run: str | None, record: TailRecord) -> Text:
     """A message or dev event record as one coloured line."""
     data = record.data.get("data") or {}
-    event = record.data.get("event")
+    event = record.data.get("event", "")
+    text = event_text(event, data)
     if event == "dev_event":
-        text = f"[dev] {data.get('message', '')} {data.get('data', '')}".rstrip()
-    else:
-        text = ("" if event == "message" else "[dev] ") + str(data.get("content", ""))
+        text = f"{text} {data.get('data', '')}".rstrip()
+    if event != "message":
+        text = f"[dev] {text}"
     return log_line(record.ts, run, record.data.get("level", "info"), text)
 
 

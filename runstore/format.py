@@ -37,6 +37,7 @@ __all__ = [
     "SegmentName",
     "WriterManifest",
     "check_format_version",
+    "event_text",
     "is_run_dir",
     "load_run_manifest",
     "load_writer_manifest",
@@ -58,6 +59,13 @@ STREAMS: Final = (EVENTS, PROGRESS, METRICS)
 #: Events for developers, not end users: `log_dev_event` (text in data "message") and
 #: the synapse-sdk logger's `debug()` (event "debug", text in data "content").
 DEV_EVENTS: Final = ("dev_event", "debug")
+
+
+def event_text(event: str, data: dict[str, Any]) -> str:
+    """The text of a message or developer event: a dev_event's "message", else "content"."""
+    text = data.get("message") if event == "dev_event" else data.get("content")
+    return "" if text is None else str(text)
+
 
 LIVE_SUFFIX: Final = ".jsonl"
 SEALED_SUFFIX: Final = ".parquet"

@@ -36,6 +36,7 @@ from .format import (
     RunStatus,
     SegmentName,
     WriterManifest,
+    event_text,
     is_run_dir,
     load_run_manifest,
     load_writer_manifest,
@@ -274,13 +275,12 @@ class RunData(RunInfo):
             if row["event"] not in wanted:
                 continue
             data = orjson.loads(row["data"]) if row["data"] else {}
-            text = data.get("message") if row["event"] == "dev_event" else data.get("content")
             out.append(
                 {
                     "ts": row["ts"],
                     "level": row["level"],
                     "event": row["event"],
-                    "text": "" if text is None else str(text),
+                    "text": event_text(row["event"], data),
                     "category": row["category"],
                 }
             )
