@@ -18,7 +18,7 @@ def _python_blocks(page: Path) -> list[str]:
 
 
 #: Extras some examples need: they run where the extra is installed (.venv-sdk, by
-#: scripts/test); elsewhere such an example is left out, and a page whose first example
+#: scripts/test-sdk); elsewhere such an example is left out, and a page whose first example
 #: needs one is skipped.
 _EXTRAS = {"synapse_sdk": r"runstore\.synapse|synapse_sdk", "ray": r"ray"}
 
