@@ -144,11 +144,11 @@ class RunLogger:
         self._workflow: _Workflow | None = None
         # Bound once: the hot path is two attribute-free calls.
         self._next_seq: Callable[[], int] = writer.seq.__next__
-        # Records go in flat (see RunWriter): one `extend` with the record's fields.
+        # Metrics records go in flat (see RunWriter): `extend` with the record's fields.
         self._extend_metrics = writer.buffers[METRICS].records.extend
         self._extend_mixed_metrics = writer.buffers[METRICS].mixed.extend
-        self._extend_progress = writer.buffers[PROGRESS].records.extend
-        self._extend_event = writer.buffers[EVENTS].records.extend
+        self._append_progress = writer.buffers[PROGRESS].records.append
+        self._append_event = writer.buffers[EVENTS].records.append
 
     # -- steps -------------------------------------------------------------------------
 
@@ -213,7 +213,7 @@ class RunLogger:
                     RunstoreWarning,
                     stacklevel=3,
                 )
-        self._extend_event(
+        self._append_event(
             (_time_ns(), seq, event, level_text, category, payload, file_text, attachment)
         )
 
@@ -296,7 +296,7 @@ class RunLogger:
             "status": status,
             "overall": overall,
         }
-        self._extend_progress(
+        self._append_progress(
             (
                 _time_ns(),
                 self._next_seq(),
