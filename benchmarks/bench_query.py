@@ -38,7 +38,7 @@ import duckdb
 
 from runstore import RunManifest, Store, WriterManifest, compact
 from runstore.format import METRICS, RUN_MANIFEST, STREAMS_DIR, WRITERS_DIR, SegmentName, utc_now
-from runstore.segments import table_from_records, write_parquet_atomic
+from runstore.segments import columns_of_records, table_from_columns, write_parquet_atomic
 
 STEPS = 1_000
 LATEST = "SELECT run_id, value AS loss FROM latest_metrics WHERE key = 'loss' ORDER BY loss"
@@ -65,11 +65,14 @@ def make_run(root: Path, index: int, rng: random.Random) -> None:
     start_ns = int(started.timestamp() * 1e9)
     decay = rng.uniform(0.001, 0.01)
     records = [
-        (start_ns + step * 10_000_000, step + 1, "train", ("loss", "accuracy"),
-         (2.0 * (1 - decay) ** step + rng.random() * 0.01, min(1.0, step / STEPS + 0.1)))
+        (start_ns + step * 10_000_000, step + 1, "train",
+         {"loss": 2.0 * (1 - decay) ** step + rng.random() * 0.01,
+          "accuracy": min(1.0, step / STEPS + 0.1)})
         for step in range(STEPS)
     ]  # fmt: skip
-    table = table_from_records(METRICS, writer, records, all_floats=True)
+    table = table_from_columns(
+        METRICS, writer, columns_of_records(METRICS, records), all_floats=True
+    )
     segment = SegmentName(writer=writer, number=1, sealed=True)
     write_parquet_atomic(table, metrics / segment.filename)
     ended = started + timedelta(seconds=10)

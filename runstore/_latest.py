@@ -2,41 +2,20 @@
 
 `set_metrics` only appends a record; the writer folds each drained batch in here, and
 `get_metrics` folds the records not yet drained on top of a copy. Folding a batch costs
-a few C-level passes when its records share one category and key set (the usual
-training loop), so keeping the latest values is nearly free per call.
+two C-level passes when its records share one category and key set (the usual training
+loop), so keeping the latest values is nearly free per call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from operator import itemgetter
-from typing import Any, Final
+from collections.abc import Sequence
+from typing import Any
 
 import orjson
 
-from .segments import JsonText
+from .segments import Columns, JsonText
 
 __all__ = ["LatestMetrics"]
-
-_SEQ: Final = itemgetter(1)
-_CATEGORY: Final = itemgetter(2)
-_KEYS: Final = itemgetter(3)
-
-
-def _newest_per_key_set(records: Sequence[Sequence[Any]]) -> Iterable[Sequence[Any]]:
-    """The records that may hold a newest value: the one of highest seq per
-    (category, keys); the others are wholly shadowed."""
-    categories = list(map(_CATEGORY, records))
-    keys = list(map(_KEYS, records))
-    if categories.count(categories[0]) == len(records) and keys.count(keys[0]) == len(records):
-        return (max(records, key=_SEQ),)
-    newest: dict[tuple[Any, Any], Sequence[Any]] = {}
-    for record in records:
-        combo = (record[2], record[3])
-        prior = newest.get(combo)
-        if prior is None or prior[1] < record[1]:
-            newest[combo] = record
-    return newest.values()
 
 
 class LatestMetrics:
@@ -46,27 +25,42 @@ class LatestMetrics:
     def __init__(self) -> None:
         self._values: dict[str | None, dict[str, tuple[int, Any]]] = {}
 
-    def fold(self, records: Sequence[Sequence[Any]]) -> None:
-        """Take metrics records `(ts, seq, category, keys, values[, special])`: a
-        value replaces the one kept for its key if its seq is higher."""
-        if not records:
+    def fold(self, columns: Columns) -> None:
+        """Take a batch of metrics records (columns `seq`, `category`, `values`): a value
+        replaces the one kept for its key if its seq is higher."""
+        seqs = columns["seq"]
+        if not seqs:
             return
-        values = self._values
-        for record in _newest_per_key_set(records):
-            seq = record[1]
-            slot = values.get(record[2])
-            if slot is None:
-                slot = values[record[2]] = {}
-            for key, value in zip(record[3], record[4], strict=True):
-                kept = slot.get(key)
-                if kept is None or kept[0] < seq:
-                    slot[key] = (seq, value)
+        categories, values = columns["category"], columns["values"]
+        first = categories[0]
+        last = values[-1]
+        if (
+            categories.count(first) == len(seqs)
+            and max(seqs) == seqs[-1]
+            and len(set().union(*values)) == len(last)
+        ):
+            # One category, and the newest call holds every key of the batch (a training
+            # loop): it alone holds the newest values. A few C-level passes.
+            self._take(first, seqs[-1], last)
+            return
+        for seq, category, record in zip(seqs, categories, values, strict=True):
+            self._take(category, seq, record)
 
-    def snapshot(self, pending: Sequence[Sequence[Any]] = ()) -> dict[str | None, dict[str, Any]]:
-        """{category: {key: value}} with `pending` records folded in (not kept)."""
+    def _take(self, category: str | None, seq: int, record: dict[str, Any]) -> None:
+        slot = self._values.get(category)
+        if slot is None:
+            slot = self._values[category] = {}
+        for key, value in record.items():
+            kept = slot.get(key)
+            if kept is None or kept[0] < seq:
+                slot[key] = (seq, value)
+
+    def snapshot(self, pending: Sequence[Columns] = ()) -> dict[str | None, dict[str, Any]]:
+        """{category: {key: value}} with `pending` batches folded in (not kept)."""
         merged = LatestMetrics()
         merged._values = {category: dict(slot) for category, slot in self._values.items()}
-        merged.fold(pending)
+        for columns in pending:
+            merged.fold(columns)
         return {
             category: {
                 key: orjson.loads(bytes(value)) if isinstance(value, JsonText) else value

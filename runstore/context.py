@@ -14,7 +14,7 @@ import secrets
 import socket
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -143,7 +143,7 @@ class RunLogger:
         self._started: dict[str | None, float] = {}
         self._workflow: _Workflow | None = None
         # Bound once: the hot path is two attribute-free calls.
-        self._next_seq: Callable[[], int] = writer.seq.__next__
+        self._seq = writer.seq
         # Metrics records go in flat (see RunWriter): `extend` with the record's fields.
         self._extend_metrics = writer.buffers[METRICS].records.extend
         self._extend_mixed_metrics = writer.buffers[METRICS].mixed.extend
@@ -199,7 +199,7 @@ class RunLogger:
         level_text = _check_level(level)
         category = self._step if step is None else step
         payload = _json_bytes(data if type(data) is dict else dict(data))
-        seq = self._next_seq()
+        seq = next(self._seq)
         attachment = None
         file_text = None
         if file is not None:
@@ -299,7 +299,7 @@ class RunLogger:
         self._append_progress(
             (
                 _time_ns(),
-                self._next_seq(),
+                next(self._seq),
                 category,
                 current,
                 total,
@@ -317,33 +317,42 @@ class RunLogger:
         """Record metric values of a category (`step=` is the SDK's newer name; default:
         the current step): the full history, and the merged latest values per category.
 
-        The hot path, guarded by benchmarks/bench_logging.py: validate, copy, extend the
-        writer's deque with one record (the writer keeps the latest values as it drains).
-        Values keep their type; see docs/format.md.
+        The hot path, guarded by benchmarks/bench_logging.py: check, copy the dict,
+        extend the writer's list with one record (the writer keeps the latest values as
+        it drains). Values keep their type; see docs/format.md.
         """
-        if self._finished:
-            self._check_open()
+        if type(value) is not dict or type(category) is not str or not category or self._finished:
+            value, category = self._metrics_arguments(value, category, step)
+        value = value.copy()  # the job may change its dict; the record must not change
+        for item in value.values():
+            if type(item) is not float:
+                self._set_mixed_metrics(value, category)
+                return
+        seq = next(self._seq)
+        self._extend_metrics((_time_ns(), seq, category, value))
+        if not seq & _WAKE_MASK:
+            self.writer.wake()
+
+    def _metrics_arguments(
+        self, value: object, category: object, step: str | None
+    ) -> tuple[dict[Any, Any], str]:
+        """`set_metrics`' arguments checked the long way: a Mapping as a dict, the
+        current step as category."""
+        self._check_open()
         if category is None:
             category = self._step if step is None else step
             if category is None:
                 raise ValueError("set_metrics needs a category (step): none given, no current step")
-        if type(category) is not str or not category:
-            _check_category(category, "category")
-        if type(value) is not dict:
-            if not isinstance(value, Mapping):
-                raise TypeError(f"metrics value must be a dict, got {type(value).__name__}")
-            value = dict(value)
-        # Tuples of floats and strings: a snapshot the GC stops tracking, unlike a dict.
-        keys = tuple(value)
-        values = tuple(value.values())
-        extend = self._extend_metrics  # all floats: the writer converts them in C
-        for item in values:
-            if type(item) is not float:
-                values = tuple(map(_freeze_metric, values))
-                extend = self._extend_mixed_metrics
-                break
-        seq = self._next_seq()
-        extend((_time_ns(), seq, category, keys, values))
+        if not isinstance(value, Mapping):
+            raise TypeError(f"metrics value must be a dict, got {type(value).__name__}")
+        return dict(value), _check_category(category, "category")
+
+    def _set_mixed_metrics(self, value: dict[Any, Any], category: str) -> None:
+        """A call with a value that is not a float: values frozen now (numpy scalars as
+        Python's, anything else as JSON), converted value by value by the writer."""
+        frozen = {key: _freeze_metric(item) for key, item in value.items()}
+        seq = next(self._seq)
+        self._extend_mixed_metrics((_time_ns(), seq, category, frozen))
         if not seq & _WAKE_MASK:
             self.writer.wake()
 

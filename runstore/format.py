@@ -28,6 +28,7 @@ __all__ = [
     "RECORD_FIELDS",
     "RUN_MANIFEST",
     "SCHEMAS",
+    "SPECIAL",
     "STREAMS",
     "STREAMS_DIR",
     "WRITERS_DIR",
@@ -90,12 +91,12 @@ class LogLevel(StrEnum):
     CRITICAL = "critical"
 
 
-# A record, as the context hands it to the writer, is a tuple of these fields; in a live
-# (JSONL) segment each data line is a JSON array of such records (one line per flush).
-# A metrics record holds parallel `keys` and `values` arrays (tuples in memory: no dict
-# for the garbage collector to scan) and may carry a 6th field on disk, {index: text},
-# for what JSON cannot hold: "NaN", "Infinity", "-Infinity", or the digits of an int
-# beyond 64 bits.
+# A record, as the context hands it to the writer, holds these fields. A live (JSONL)
+# segment holds them by column: each data line is one JSON object, field name -> array
+# of values, one per record (one line per flush). A metrics record's `values` is the
+# call's {key: value} dict; a line may add a `special` column, {key: text} or null per
+# record, for what JSON cannot hold: "NaN", "Infinity", "-Infinity", or the digits of an
+# int beyond 64 bits.
 RECORD_FIELDS: Final[dict[str, tuple[str, ...]]] = {
     EVENTS: ("ts_ns", "seq", "event", "level", "category", "data", "file", "attachment"),
     PROGRESS: (
@@ -110,10 +111,12 @@ RECORD_FIELDS: Final[dict[str, tuple[str, ...]]] = {
         "status",
         "overall",
     ),
-    METRICS: ("ts_ns", "seq", "category", "keys", "values"),
+    METRICS: ("ts_ns", "seq", "category", "values"),
 }
-#: Fields per record of each stream (a metrics record's optional 6th not counted).
+#: Fields per record of each stream.
 RECORD_ARITY: Final = {name: len(fields) for name, fields in RECORD_FIELDS.items()}
+#: The optional column of a metrics line restoring values JSON cannot hold.
+SPECIAL: Final = "special"
 
 _TS = pa.timestamp("us", tz="UTC")
 _COMMON = [

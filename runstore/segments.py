@@ -1,8 +1,10 @@
 """Encoding and decoding of stream segments: live JSONL lines and sealed Parquet files.
 
-A record is a tuple of `format.RECORD_FIELDS[stream]`. The writer encodes a batch of
-records as one JSONL line (a JSON array of record arrays) and converts the same batch to
-Arrow for sealing; readers decode lines back to records and convert them the same way.
+The writer hands over a batch of records by column (`Columns`: field name -> list of
+values, `format.RECORD_FIELDS[stream]`), encodes it as one JSONL line of those columns
+and converts the same columns to Arrow for sealing; readers decode lines back to columns
+and convert them the same way. Columns, not record tuples, because every step then
+works on whole lists in C (orjson, pyarrow) rather than record by record in Python.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from operator import itemgetter
 from pathlib import Path
 from typing import Any, Final
 
@@ -26,27 +27,33 @@ from .format import (
     EVENTS,
     FORMAT_VERSION,
     METRICS,
-    RECORD_ARITY,
     RECORD_FIELDS,
     SCHEMAS,
+    SPECIAL,
     check_format_version,
 )
 
 __all__ = [
     "JSON_OPTIONS",
     "MAX_RECORDS_PER_LINE",
+    "Columns",
     "DecodedLines",
     "JsonText",
     "atomic_write_bytes",
+    "columns_of_records",
     "decode_lines",
-    "encode_records",
+    "encode_columns",
     "fsync_dir",
     "header_line",
     "read_segment",
+    "record_count",
     "safe_table",
-    "table_from_records",
+    "table_from_columns",
     "write_parquet_atomic",
 ]
+
+#: A batch of records by field: {field name: [value of each record]}.
+Columns = dict[str, list[Any]]
 
 #: At most this many records go on one line, so a line stays small enough for any JSON
 #: reader (DuckDB's default limit is 16 MB per object).
@@ -87,6 +94,22 @@ def header_line(stream: str, writer_id: str, number: int) -> bytes:
     return orjson.dumps(header) + b"\n"
 
 
+def columns_of_records(stream: str, records: Sequence[Sequence[Any]]) -> Columns:
+    """Columns of record tuples (transposed in C)."""
+    fields = RECORD_FIELDS[stream]
+    if not records:
+        return {name: [] for name in fields}
+    return dict(zip(fields, map(list, zip(*records, strict=True)), strict=True))
+
+
+def record_count(columns: Columns) -> int:
+    return len(columns["seq"])
+
+
+def _slice(columns: Columns, start: int, stop: int) -> Columns:
+    return {name: values[start:stop] for name, values in columns.items()}
+
+
 def _special_text(value: object) -> str | None:
     if type(value) is float and not math.isfinite(value):
         return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
@@ -95,35 +118,49 @@ def _special_text(value: object) -> str | None:
     return None
 
 
-def _with_special(record: Sequence[Any]) -> Sequence[Any]:
-    """A metrics record whose values JSON cannot hold moved to its 6th field."""
-    values = record[4]
-    special = {}
-    for index, value in enumerate(values):
-        text = _special_text(value)
-        if text is not None:
-            special[index] = text
-    if not special:
-        return record
-    plain = [None if i in special else v for i, v in enumerate(values)]
-    return (record[0], record[1], record[2], record[3], plain, special)
+def _with_special(columns: Columns) -> Columns:
+    """Metrics columns whose values JSON cannot hold are null in `values`, with their
+    text in the `special` column; keys as text (what JSON makes of them anyway)."""
+    values: list[dict[str, Any]] = []
+    special: list[dict[str, str] | None] = []
+    for record in columns["values"]:
+        plain: dict[str, Any] = {}
+        texts: dict[str, str] = {}
+        for key, value in record.items():
+            name = key if type(key) is str else str(key)
+            text = _special_text(value)
+            if text is None:
+                plain[name] = value
+            else:
+                plain[name] = None
+                texts[name] = text
+        values.append(plain)
+        special.append(texts or None)
+    out = {**columns, "values": values}
+    if any(special):
+        out[SPECIAL] = special
+    return out
 
 
-def encode_records(stream: str, records: Sequence[Sequence[Any]]) -> bytes:
-    """Newline-terminated JSONL lines holding `records`, at most MAX_RECORDS_PER_LINE
-    records each: one line per flush, so a torn line costs one flush at most."""
+def encode_columns(stream: str, columns: Columns) -> bytes:
+    """Newline-terminated JSONL lines holding a batch of records, at most
+    MAX_RECORDS_PER_LINE records each: one line per flush, so a torn line costs one
+    flush at most."""
     out = bytearray()
-    for start in range(0, len(records), MAX_RECORDS_PER_LINE):
-        chunk = records[start : start + MAX_RECORDS_PER_LINE]
+    count = record_count(columns)
+    for start in range(0, count, MAX_RECORDS_PER_LINE):
+        chunk = (
+            columns
+            if count <= MAX_RECORDS_PER_LINE
+            else _slice(columns, start, start + MAX_RECORDS_PER_LINE)
+        )
         try:
             line = orjson.dumps(chunk, option=JSON_OPTIONS, default=_default)
-        except orjson.JSONEncodeError:
-            line = b""  # an int beyond 64 bits: take the careful path below
+        except (TypeError, orjson.JSONEncodeError):
+            line = b""  # an int beyond 64 bits, a key JSON cannot name: the careful path
         if stream == METRICS and (not line or b"null" in line):
-            # JSON writes NaN and infinities as null: keep them in the `special` field.
-            line = orjson.dumps(
-                [_with_special(r) for r in chunk], option=JSON_OPTIONS, default=_default
-            )
+            # JSON writes NaN and infinities as null: keep them in the `special` column.
+            line = orjson.dumps(_with_special(chunk), option=JSON_OPTIONS, default=_default)
         elif not line:
             line = orjson.dumps(chunk, default=_default)  # raises: the writer counts it
         out += line
@@ -135,13 +172,61 @@ def encode_records(stream: str, records: Sequence[Sequence[Any]]) -> bytes:
 class DecodedLines:
     """The complete lines of a live segment from some offset on."""
 
-    rows: list[list[Any]] = field(default_factory=list)
+    #: The records of every good line, by column (metrics values restored from `special`).
+    columns: Columns
     #: Offset just past the last complete line: where the next read starts.
     end: int = 0
     #: Bytes after the last newline: a line still being written, or torn by a crash.
     torn_bytes: int = 0
     header: dict[str, Any] | None = None
     problems: list[str] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return record_count(self.columns)
+
+
+def _restore_special(values: list[Any], special: list[Any]) -> str | None:
+    """Put the values of a metrics line's `special` column back; a problem or None."""
+    if type(special) is not list or len(special) != len(values):
+        return "its special column does not match its records"
+    for index, texts in enumerate(special):
+        if texts is None:
+            continue
+        if type(texts) is not dict:
+            return "its special column holds a value that is not an object"
+        restored = dict(values[index])
+        for key, text in texts.items():
+            if text in _NONFINITE:
+                restored[key] = _NONFINITE[text]
+            else:
+                try:
+                    restored[key] = int(text)
+                except (TypeError, ValueError):
+                    return f"its special column holds {text!r}, not a number"
+        values[index] = restored
+    return None
+
+
+def _line_problem(stream: str, line: dict[str, Any]) -> str | None:
+    """Why a parsed line is not a batch of `stream` records, or None if it is."""
+    fields = RECORD_FIELDS[stream]
+    seqs = line.get("seq")
+    if type(seqs) is not list:
+        return f"not a line of {stream} records"
+    extra = set(line) - set(fields) - ({SPECIAL} if stream == METRICS else set())
+    if extra:
+        return f"not a line of {stream} records (unknown field {sorted(extra)[0]!r})"
+    for name in fields:
+        column = line.get(name)
+        if type(column) is not list or len(column) != len(seqs):
+            return f"not a line of {stream} records (field {name!r} missing or of another length)"
+    if stream == METRICS:
+        if not all(type(v) is dict for v in line["values"]):
+            return "not a line of metrics records (a values entry is not an object)"
+        if SPECIAL in line:
+            return _restore_special(line["values"], line[SPECIAL])
+    return None
 
 
 def decode_lines(stream: str, data: bytes, *, start: int = 0, where: str = "") -> DecodedLines:
@@ -150,14 +235,14 @@ def decode_lines(stream: str, data: bytes, *, start: int = 0, where: str = "") -
     An unterminated last line is left for a later read (never reported); a complete line
     that is not valid is reported in `problems` with its offset and skipped.
     """
-    result = DecodedLines(end=start)
+    fields = RECORD_FIELDS[stream]
+    result = DecodedLines(columns={name: [] for name in fields}, end=start)
     last_newline = data.rfind(b"\n", start)
     if last_newline < 0:
         result.torn_bytes = len(data) - start
         return result
     result.end = last_newline + 1
     result.torn_bytes = len(data) - result.end
-    arity = RECORD_ARITY[stream]
     offset = start
     for line in data[start:last_newline].split(b"\n"):
         line_offset = offset
@@ -169,23 +254,23 @@ def decode_lines(stream: str, data: bytes, *, start: int = 0, where: str = "") -
         except orjson.JSONDecodeError as exc:
             result.problems.append(f"{where} byte {line_offset}: not valid JSON ({exc}); skipped")
             continue
-        if type(parsed) is dict:
+        if type(parsed) is dict and "runstore" in parsed:
             problem = _check_header(stream, parsed)
             if problem:
                 result.problems.append(f"{where} byte {line_offset}: {problem}")
             else:
                 result.header = parsed
             continue
-        if type(parsed) is not list or not all(
-            type(row) is list
-            and (len(row) == arity or (stream == METRICS and len(row) == arity + 1))
-            for row in parsed
-        ):
-            result.problems.append(
-                f"{where} byte {line_offset}: not a line of {stream} records; skipped"
-            )
+        problem = (
+            f"not a line of {stream} records"
+            if type(parsed) is not dict
+            else _line_problem(stream, parsed)
+        )
+        if problem:
+            result.problems.append(f"{where} byte {line_offset}: {problem}; skipped")
             continue
-        result.rows.extend(parsed)
+        for name in fields:
+            result.columns[name].extend(parsed[name])
     return result
 
 
@@ -212,12 +297,8 @@ def _json_text(value: object) -> str:
     return orjson.dumps(value, option=JSON_OPTIONS, default=_default).decode()
 
 
-def _metric_value(value: Any, special: str | None) -> tuple[float | None, str, str | None]:
+def _metric_value(value: Any) -> tuple[float | None, str, str | None]:
     """(numeric view, kind, text) of one metric value; see docs/format.md."""
-    if special is not None and value is None:
-        if special in _NONFINITE:
-            return _NONFINITE[special], "float", None
-        return float(int(special)), "int", special
     kind = _KINDS.get(type(value))
     if kind == "float" or kind == "bool":
         return float(value), kind, None
@@ -236,22 +317,23 @@ def _constant(text: str | None, count: int) -> pa.Array:
 
 def _assemble_metrics(
     writer: str,
-    ts: pa.Array,
-    seq: pa.Array,
-    category: pa.Array,
+    per_record: pa.Table,
+    parents: pa.Array,
     key: pa.Array,
     value: pa.Array,
     kind: pa.Array | None = None,
     text: pa.Array | None = None,
 ) -> pa.Table:
-    """The metrics table from its columns; no `kind`/`text` means every value a float."""
+    """The metrics table: one row per key of a call. `per_record` holds ts, seq and
+    category per call, `parents` the call of each row; no `kind`/`text`: all floats."""
     count = len(key)
+    rows = per_record.take(parents)
     return pa.table(
         [
-            ts,
+            rows["ts"],
             _constant(writer, count),
-            seq,
-            category,
+            rows["seq"],
+            rows["category"],
             key,
             value,
             _constant("float", count) if kind is None else kind,
@@ -261,115 +343,100 @@ def _assemble_metrics(
     )
 
 
-def _uniform_floats_table(
-    writer: str,
-    ts: list[int],
-    seq: list[int],
-    category: list[str | None],
-    keys: tuple[str, ...],
-    values: list[tuple[float, ...]],
-) -> pa.Table:
-    """The common batch: every call logged the same keys, all floats. Built in C++."""
+def _per_record(columns: Columns) -> pa.Table:
+    category = columns["category"]
+    first = category[0]
+    return pa.table(
+        {
+            "ts": _timestamps(columns["ts_ns"]),
+            "seq": pa.array(columns["seq"], pa.int64()),
+            "category": (
+                _constant(first, len(category))
+                if category.count(first) == len(category)
+                else pa.array(category, pa.string())
+            ),
+        }
+    )
+
+
+def _uniform_floats_table(writer: str, columns: Columns) -> pa.Table | None:
+    """The common batch, built in C++: every call logged the same string keys, all
+    floats. None if the batch is not of that kind."""
+    values = columns["values"]
+    keys = list(values[0])
     width = len(keys)
-    records = len(ts)
-    flat = list(itertools.chain.from_iterable(values))
-    if width == 0 or len(flat) != width * records:
-        raise ValueError("metric keys and values of different lengths")
-    value_column = pa.array(flat, pa.float64())
-    parents = pc.list_parent_indices(pa.FixedSizeListArray.from_arrays(value_column, width))
+    records = len(values)
+    if not width or not all(type(key) is str for key in keys):
+        return None
+    if list(itertools.chain.from_iterable(values)) != keys * records:
+        return None  # calls with other keys, or the same keys in another order
+    struct = pa.array(values, pa.struct([(key, pa.float64()) for key in keys]))
+    children = struct.flatten()
+    if any(child.null_count for child in children):
+        return None  # a call of fewer keys (the one after it has more)
     count = records * width
-    positions = pc.subtract(pc.cumulative_sum(pa.repeat(pa.scalar(1, pa.int64()), count)), 1)
-    key_indices = pc.subtract(positions, pc.multiply(parents.cast(pa.int64()), width))
+    row = pc.subtract(pc.cumulative_sum(pa.repeat(pa.scalar(1, pa.int64()), count)), 1)
+    parents = pc.divide(row, width)  # integer division: the call of each row
+    position = pc.subtract(row, pc.multiply(parents, width))  # the key of each row
+    # Row (call i, key j) is value i of child j: child j starts at j * records.
+    value_column = pa.concat_arrays(children).take(pc.add(pc.multiply(position, records), parents))
     key_column = pa.DictionaryArray.from_arrays(
-        key_indices.cast(pa.int32()), pa.array(keys, pa.string())
-    )
-    if category.count(category[0]) == records:
-        category_column = _constant(category[0], count)
-    else:
-        category_column = pa.array(category, pa.string()).take(parents)
-    return _assemble_metrics(
-        writer,
-        _timestamps(ts).take(parents),
-        pa.array(seq, pa.int64()).take(parents),
-        category_column,
-        key_column.cast(pa.string()),
-        value_column,
-    )
+        position.cast(pa.int32()), pa.array(keys, pa.string())
+    ).cast(pa.string())
+    return _assemble_metrics(writer, _per_record(columns), parents, key_column, value_column)
 
 
-def _metrics_table(
-    writer: str, records: Sequence[Sequence[Any]], all_floats: bool | None
-) -> pa.Table:
-    ts, seq, category, keys, values = (list(map(itemgetter(i), records)) for i in range(5))
-    if all_floats and keys.count(keys[0]) == len(keys) and len(records[0]) == 5:
-        return _uniform_floats_table(writer, ts, seq, category, keys[0], values)
-    counts = pa.array(map(len, keys), pa.int32(), size=len(keys))
-    offsets = pa.concat_arrays([pa.array([0], pa.int32()), pc.cumulative_sum(counts)])
-    key_column = pa.array(itertools.chain.from_iterable(keys), pa.string())
-    if len(key_column) != offsets[-1].as_py():
-        raise ValueError("metric keys and values of different lengths")
-    parents = pc.list_parent_indices(pa.ListArray.from_arrays(offsets, key_column))
-    flat = list(itertools.chain.from_iterable(values))
-    if len(flat) != len(key_column):
-        raise ValueError("metric keys and values of different lengths")
-    specials = (
-        [r[5] if len(r) > 5 else None for r in records]
-        if any(len(r) > 5 for r in records)
-        else None
-    )
+def _metrics_table(writer: str, columns: Columns, all_floats: bool | None) -> pa.Table:
+    values = columns["values"]
+    flat: list[Any] | None = None
     if all_floats is None:
-        all_floats = specials is None and set(map(type, flat)) <= {float}
+        flat = list(itertools.chain.from_iterable(map(dict.values, values)))
+        all_floats = set(map(type, flat)) <= {float}
+    if all_floats:
+        table = _uniform_floats_table(writer, columns)
+        if table is not None:
+            return table
+    if flat is None:
+        flat = list(itertools.chain.from_iterable(map(dict.values, values)))
+    counts = pa.array(map(len, values), pa.int32(), size=len(values))
+    offsets = pa.concat_arrays([pa.array([0], pa.int32()), pc.cumulative_sum(counts)])
+    keys = list(itertools.chain.from_iterable(values))
+    try:
+        key_column = pa.array(keys, pa.string())
+    except (pa.ArrowException, TypeError):
+        key_column = pa.array([k if type(k) is str else str(k) for k in keys], pa.string())
+    parents = pc.list_parent_indices(pa.ListArray.from_arrays(offsets, key_column))
     kind_column = text_column = None
     if all_floats:
         value_column = pa.array(flat, pa.float64())
     else:
-        special_at: dict[int, str] = {}
-        if specials is not None:
-            start = 0
-            for record_keys, special in zip(keys, specials, strict=True):
-                for index, text in (special or {}).items():
-                    special_at[start + int(index)] = text
-                start += len(record_keys)
-        converted = [_metric_value(v, special_at.get(i)) for i, v in enumerate(flat)]
+        converted = list(map(_metric_value, flat))
         value_column = pa.array([c[0] for c in converted], pa.float64())
         kind_column = pa.array([c[1] for c in converted], pa.string())
         text_column = pa.array([c[2] for c in converted], pa.string())
-    per_record = pa.table(
-        {
-            "ts": _timestamps(ts),
-            "seq": pa.array(seq, pa.int64()),
-            "category": pa.array(category, pa.string()),
-        }
-    ).take(parents)
     return _assemble_metrics(
-        writer,
-        per_record["ts"],
-        per_record["seq"],
-        per_record["category"],
-        key_column,
-        value_column,
-        kind_column,
-        text_column,
+        writer, _per_record(columns), parents, key_column, value_column, kind_column, text_column
     )
 
 
-def _columns_table(stream: str, writer: str, records: Sequence[Sequence[Any]]) -> pa.Table:
+def _columns_table(stream: str, writer: str, columns: Columns) -> pa.Table:
     schema = SCHEMAS[stream]
     fields = RECORD_FIELDS[stream]
-    columns = [list(map(itemgetter(i), records)) for i in range(len(fields))]
-    arrays = [_timestamps(columns[0]), _constant(writer, len(records))]
+    arrays = [_timestamps(columns["ts_ns"]), _constant(writer, record_count(columns))]
     # Record fields after ts_ns line up with schema fields after ts and writer.
-    for name, values, schema_field in zip(fields[1:], columns[1:], list(schema)[2:], strict=True):
+    for name, schema_field in zip(fields[1:], list(schema)[2:], strict=True):
+        values = columns[name]
         if name == "data":
             values = [None if v is None else _json_text(v) for v in values]
         arrays.append(pa.array(values, schema_field.type))
     return pa.table(arrays, schema=schema)
 
 
-def table_from_records(
-    stream: str, writer: str, records: Sequence[Sequence[Any]], *, all_floats: bool | None = None
+def table_from_columns(
+    stream: str, writer: str, columns: Columns, *, all_floats: bool | None = None
 ) -> pa.Table:
-    """An Arrow table (schema `SCHEMAS[stream]`) of records, in memory or decoded.
+    """An Arrow table (schema `SCHEMAS[stream]`) of a batch of records, in memory or
+    decoded.
 
     `all_floats` says whether every metric value is a float (the writer knows; None:
     find out), which allows a conversion in C++ that keeps no per-value kinds.
@@ -377,34 +444,35 @@ def table_from_records(
     Raises `pa.ArrowException`/`TypeError`/`ValueError` if a record holds values of the
     wrong type; `safe_table` isolates such records.
     """
-    if not records:
+    if not record_count(columns):
         return SCHEMAS[stream].empty_table()
     if stream == METRICS:
-        return _metrics_table(writer, records, all_floats)
-    return _columns_table(stream, writer, records)
+        return _metrics_table(writer, columns, all_floats)
+    return _columns_table(stream, writer, columns)
 
 
 _BAD_VALUES: Final = (pa.ArrowException, TypeError, ValueError, KeyError, AttributeError)
 
 
 def safe_table(
-    stream: str, writer: str, records: Sequence[Sequence[Any]], where: str, problems: list[str]
+    stream: str, writer: str, columns: Columns, where: str, problems: list[str]
 ) -> pa.Table:
-    """Like `table_from_records`, but a record with values of the wrong type is reported
+    """Like `table_from_columns`, but a record with values of the wrong type is reported
     in `problems` and left out instead of failing the whole segment."""
     try:
-        return table_from_records(stream, writer, records)
+        return table_from_columns(stream, writer, columns)
     except _BAD_VALUES:
         pass
-    good = []
-    for index, record in enumerate(records):
+    good: list[int] = []
+    for index in range(record_count(columns)):
         try:
-            table_from_records(stream, writer, [record])
+            table_from_columns(stream, writer, _slice(columns, index, index + 1))
         except _BAD_VALUES as exc:
             problems.append(f"{where}: record {index + 1} has a value of the wrong type ({exc})")
         else:
-            good.append(record)
-    return table_from_records(stream, writer, good)
+            good.append(index)
+    kept = {name: [values[i] for i in good] for name, values in columns.items()}
+    return table_from_columns(stream, writer, kept)
 
 
 def read_segment(stream: str, path: Path, writer: str) -> tuple[pa.Table, list[str]]:
@@ -426,7 +494,7 @@ def read_segment(stream: str, path: Path, writer: str) -> tuple[pa.Table, list[s
     data = path.read_bytes()
     decoded = decode_lines(stream, data, where=str(path))
     problems.extend(decoded.problems)
-    return safe_table(stream, writer, decoded.rows, str(path), problems), problems
+    return safe_table(stream, writer, decoded.columns, str(path), problems), problems
 
 
 # -- files ----------------------------------------------------------------------------

@@ -444,7 +444,7 @@ class Follower:
         decoded = decode_lines(stream, data, where=where)
         run.offsets[path] = offset + decoded.end
         problems = list(decoded.problems)
-        return safe_table(stream, writer, decoded.rows, where, problems), problems
+        return safe_table(stream, writer, decoded.columns, where, problems), problems
 
     def _take(self, run: _Run, records: list[TailRecord], out: list[TailRecord]) -> None:
         now = time.monotonic()

@@ -1,7 +1,7 @@
 """The background writer: buffers records in memory and writes them out as segments.
 
-The logging hot path only appends a tuple to a deque (see `RuntimeContext.set_metrics`);
-a daemon thread drains the deques every `flush_interval`, appends one JSONL line per
+The logging hot path only appends a record to a list (see `RuntimeContext.set_metrics`);
+a daemon thread takes the lists' records every `flush_interval`, appends one JSONL line per
 stream, seals large or old segments into Parquet, keeps the writer's heartbeat and
 writes the run manifest. Storage faults never propagate to the job: records stay
 buffered up to `max_pending_bytes`, the fault is reported on stderr and, once the disk
@@ -40,6 +40,7 @@ from .format import (
     HEARTBEAT_SECONDS,
     METRICS,
     RECORD_ARITY,
+    RECORD_FIELDS,
     RUN_MANIFEST,
     STREAMS,
     STREAMS_DIR,
@@ -51,12 +52,15 @@ from .format import (
     utc_now,
 )
 from .segments import (
+    Columns,
     atomic_write_bytes,
+    columns_of_records,
     decode_lines,
-    encode_records,
+    encode_columns,
     fsync_dir,
     header_line,
-    table_from_records,
+    record_count,
+    table_from_columns,
     write_parquet_atomic,
 )
 
@@ -93,14 +97,13 @@ class _Stream:
     name: str
     directory: Path
     #: Records as tuples of RECORD_FIELDS[name]; metrics records flat instead, their
-    #: fields one after another (one `extend` per record, atomic under the GIL): a
-    #: record tuple holding the keys and values tuples stays tracked by the GC through
-    #: a collection, which made collections a third of a busy job's time. (Flat events
-    #: and progress, of atomic fields only, measured 12% slower per event: regrouped
-    #: tuples cost more than they save.)
-    records: deque[Any] = field(default_factory=deque)
+    #: fields one after another (one `extend` per record, atomic under the GIL), which
+    #: the writer slices into columns in C; a record tuple kept until the drain would be
+    #: one more object per call for the GC to track. (Flat events and progress, of few
+    #: records, measured slower: they stay tuples, transposed at the drain.)
+    records: list[Any] = field(default_factory=list)
     #: Metrics records with a value that is not a float (converted value by value).
-    mixed: deque[Any] = field(default_factory=deque)
+    mixed: list[Any] = field(default_factory=list)
     number: int = 1
     #: Lines written to the live segment, kept so a removed file can be written again.
     lines: list[bytes] = field(default_factory=list)
@@ -117,12 +120,12 @@ class _Stream:
     next_seal_attempt: float = 0.0
 
     def forget(self) -> None:
-        """Back to a new stream of segment 1, keeping the deques: a context holds their
-        bound `append`s."""
+        """Back to a new stream of segment 1, keeping the record lists: a context holds
+        their bound `append`s."""
         fresh = _Stream(self.name, self.directory)
         for name in self.__dataclass_fields__:
             if name in ("records", "mixed"):
-                getattr(self, name).clear()
+                del getattr(self, name)[:]
             else:
                 setattr(self, name, getattr(fresh, name))
 
@@ -250,9 +253,7 @@ class RunWriter:
         """{category: {key: value}}: the newest value of every metric logged so far."""
         stream = self.buffers[METRICS]
         with self._io_lock:  # the writer thread drains under it
-            pending = _records_of(METRICS, [*stream.records]) + _records_of(
-                METRICS, [*stream.mixed]
-            )
+            pending = [_metric_columns(stream.records[:]), _metric_columns(stream.mixed[:])]
             return self._latest.snapshot(pending)
 
     def flush(self) -> None:
@@ -346,29 +347,27 @@ class RunWriter:
                 self._write_writer_manifest(durable=False)
 
     def _drain(self, stream: _Stream) -> None:
-        floats = _records_of(stream.name, _pop_all(stream.records))
-        mixed = _records_of(stream.name, _pop_all(stream.mixed))
-        count = len(floats) + len(mixed)
+        batches = _take_batches(stream)
+        count = sum(record_count(columns) for columns, _ in batches)
         if not count:
             return
         if stream.name == METRICS:
-            self._latest.fold(floats)
-            self._latest.fold(mixed)
+            for columns, _ in batches:
+                self._latest.fold(columns)
         try:
-            data = encode_records(stream.name, floats + mixed)
+            data = b"".join(encode_columns(stream.name, columns) for columns, _ in batches)
         except Exception as exc:  # a bug, not a storage fault: count it, never hide it
             self._lost(count)
             self._report(f"cannot encode {count} {stream.name} records ({exc!r}); lost")
             return
         if stream.pending_tables is not None:
             try:
-                for batch, all_floats in ((floats, True), (mixed, False)):
-                    if batch:
-                        stream.pending_tables.append(
-                            table_from_records(
-                                stream.name, self.writer_id, batch, all_floats=all_floats
-                            )
+                for columns, all_floats in batches:
+                    stream.pending_tables.append(
+                        table_from_columns(
+                            stream.name, self.writer_id, columns, all_floats=all_floats
                         )
+                    )
             except Exception as exc:
                 stream.pending_tables = None
                 self._report(
@@ -455,7 +454,7 @@ class RunWriter:
                 table = pa.concat_tables(stream.tables)
             else:
                 decoded = decode_lines(stream.name, b"".join(stream.lines), where=str(live))
-                table = table_from_records(stream.name, self.writer_id, decoded.rows)
+                table = table_from_columns(stream.name, self.writer_id, decoded.columns)
             write_parquet_atomic(table, sealed)
             live.unlink(missing_ok=True)
             fsync_dir(stream.directory)
@@ -538,17 +537,32 @@ class RunWriter:
         self._thread = self._start_thread()
 
 
-def _pop_all(records: deque[Any]) -> list[Any]:
-    """Take what is in `records` now; appends from other threads meanwhile stay.
-    (`starmap` pops in C: a record is several items.)"""
-    return list(itertools.starmap(records.popleft, itertools.repeat((), len(records))))
+def _take(records: list[Any]) -> list[Any]:
+    """Take what is in `records` now; appends from other threads meanwhile stay. (Two
+    C calls, each atomic under the GIL: a copy, then a delete of what was copied.)"""
+    taken = records[:]
+    del records[: len(taken)]
+    return taken
 
 
-def _records_of(stream: str, taken: list[Any]) -> list[tuple[Any, ...]]:
-    """Record tuples from what a stream's deque held (metrics: flat fields)."""
-    if stream != METRICS:
-        return taken
-    return list(zip(*[iter(taken)] * RECORD_ARITY[METRICS], strict=True))
+def _metric_columns(flat: list[Any]) -> Columns:
+    """Columns of flat metrics records: every RECORD_ARITY-th item, sliced in C."""
+    arity = RECORD_ARITY[METRICS]
+    return {name: flat[index::arity] for index, name in enumerate(RECORD_FIELDS[METRICS])}
+
+
+def _take_batches(stream: _Stream) -> list[tuple[Columns, bool | None]]:
+    """The stream's records taken now, by column, each batch with whether all its
+    metric values are floats (None: not metrics)."""
+    if stream.name != METRICS:
+        taken = _take(stream.records)
+        return [(columns_of_records(stream.name, taken), None)] if taken else []
+    batches: list[tuple[Columns, bool | None]] = []
+    for buffer, all_floats in ((stream.records, True), (stream.mixed, False)):
+        taken = _take(buffer)
+        if taken:
+            batches.append((_metric_columns(taken), all_floats))
+    return batches
 
 
 def _write_all(fd: int, data: bytes) -> None:

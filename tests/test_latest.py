@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from runstore import WriterOptions, open_run, read_run
 from runstore._latest import LatestMetrics
-from runstore.segments import JsonText
+from runstore.format import METRICS
+from runstore.segments import JsonText, columns_of_records
 
 _records = st.lists(
     st.tuples(
@@ -26,8 +27,8 @@ _records = st.lists(
 
 def _naive(records: list[tuple[Any, ...]]) -> dict[Any, dict[str, Any]]:
     latest: dict[Any, dict[str, tuple[int, Any]]] = {}
-    for _, seq, category, keys, values in records:
-        for key, value in zip(keys, values, strict=True):
+    for _, seq, category, values in records:
+        for key, value in values.items():
             kept = latest.setdefault(category, {}).get(key)
             if kept is None or kept[0] < seq:
                 latest[category][key] = (seq, value)
@@ -39,7 +40,7 @@ def test_folding_in_any_batches_and_order_equals_the_naive_answer(
     shape: list[tuple[Any, list[str]]], cuts: list[int], random: Any
 ) -> None:
     records = [
-        (0, seq, category, tuple(keys), tuple(float(seq * 10 + i) for i in range(len(keys))))
+        (0, seq, category, {key: float(seq * 10 + i) for i, key in enumerate(keys)})
         for seq, (category, keys) in enumerate(shape, start=1)
     ]
     arrival = list(records)
@@ -48,14 +49,16 @@ def test_folding_in_any_batches_and_order_equals_the_naive_answer(
     batches = [arrival[a:b] for a, b in pairwise(bounds)]
     latest = LatestMetrics()
     for batch in batches[:-1]:
-        latest.fold(batch)
-    pending = batches[-1] if batches else []
+        latest.fold(columns_of_records(METRICS, batch))
+    pending = [columns_of_records(METRICS, batches[-1])] if batches else []
     assert latest.snapshot(pending) == _naive(records)
 
 
 def test_json_values_come_back_decoded() -> None:
     latest = LatestMetrics()
-    latest.fold([(0, 1, "c", ("cfg", "n"), (JsonText(b'{"lr":[1,2]}'), 3))])
+    latest.fold(
+        columns_of_records(METRICS, [(0, 1, "c", {"cfg": JsonText(b'{"lr":[1,2]}'), "n": 3})])
+    )
     assert latest.snapshot() == {"c": {"cfg": {"lr": [1, 2]}, "n": 3}}
 
 

@@ -166,7 +166,9 @@ def test_a_torn_last_line_is_skipped_silently(root: Path) -> None:
     ctx = make_run(root, "torn", steps=2, finish=False)
     segment = next((ctx.run_dir / "streams" / "metrics").glob("*.jsonl"))
     with open(segment, "ab") as handle:
-        handle.write(b'[[1700000000000000000,99,"train",["loss"],[0.')
+        handle.write(
+            b'{"ts_ns":[1700000000000000000],"seq":[99],"category":["train"],"values":[{"lo'
+        )
     with Store(root) as store:
         assert rows(store, "SELECT count(*) FROM metrics") == [(4,)]
         assert store.problems == []

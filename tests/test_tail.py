@@ -173,10 +173,12 @@ def test_a_torn_line_is_waited_for_and_a_corrupt_one_reported_once(root: Path) -
 
     ctx = open_run(root, run_id="job", env={})  # running while we write a segment by hand
     segment = root / "job" / "streams" / "metrics" / "wother-abcdef-000001.jsonl"
-    torn = b'[[1700000000000000000,2,"c",["b"],[2.0]]]'
+    torn = b'{"ts_ns":[1700000000000000000],"seq":[2],"category":["c"],"values":[{"b":2.0}]}'
     with open(segment, "wb") as handle:
         handle.write(header_line("metrics", "wother-abcdef", 1))
-        handle.write(b'[[1700000000000000000,1,"c",["a"],[1.0]]]\n')
+        handle.write(
+            b'{"ts_ns":[1700000000000000000],"seq":[1],"category":["c"],"values":[{"a":1.0}]}\n'
+        )
         handle.write(b"garbage that is not json\n")
         handle.write(torn[:20])  # half a line: to be waited for
     follower = follow(root / "job", from_start=True)
