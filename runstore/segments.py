@@ -36,6 +36,7 @@ from .format import (
 __all__ = [
     "JSON_OPTIONS",
     "MAX_RECORDS_PER_LINE",
+    "SEAL_SCHEMAS",
     "Columns",
     "DecodedLines",
     "JsonText",
@@ -142,10 +143,10 @@ def _with_special(columns: Columns) -> Columns:
     return out
 
 
-def encode_columns(stream: str, columns: Columns) -> bytes:
+def encode_columns(stream: str, columns: Columns, *, finite: bool = False) -> bytes:
     """Newline-terminated JSONL lines holding a batch of records, at most
     MAX_RECORDS_PER_LINE records each: one line per flush, so a torn line costs one
-    flush at most."""
+    flush at most. `finite`: the caller knows every metric value is a finite float."""
     out = bytearray()
     count = record_count(columns)
     for start in range(0, count, MAX_RECORDS_PER_LINE):
@@ -158,7 +159,7 @@ def encode_columns(stream: str, columns: Columns) -> bytes:
             line = orjson.dumps(chunk, option=JSON_OPTIONS, default=_default)
         except (TypeError, orjson.JSONEncodeError):
             line = b""  # an int beyond 64 bits, a key JSON cannot name: the careful path
-        if stream == METRICS and (not line or b"null" in line):
+        if stream == METRICS and (not line or (not finite and b"null" in line)):
             # JSON writes NaN and infinities as null: keep them in the `special` column.
             line = orjson.dumps(_with_special(chunk), option=JSON_OPTIONS, default=_default)
         elif not line:
@@ -310,56 +311,73 @@ def _metric_value(value: Any) -> tuple[float | None, str, str | None]:
     return None, "json", _json_text(value)
 
 
-def _constant(text: str | None, count: int) -> pa.Array:
+#: Metrics columns that a sealed segment stores dictionary-encoded, handed to Parquet
+#: as dictionary arrays so that it need not hash every value (see SEAL_SCHEMAS).
+_DICTIONARY_COLUMNS: Final = ("writer", "category", "key", "kind")
+_DICTIONARY: Final = pa.dictionary(pa.int32(), pa.string())
+#: The schemas of the tables the writer builds for sealing: SCHEMAS, with the metrics
+#: columns above as dictionaries. The Parquet files read back as SCHEMAS.
+SEAL_SCHEMAS: Final[dict[str, pa.Schema]] = {
+    **SCHEMAS,
+    METRICS: pa.schema(
+        [f.with_type(_DICTIONARY) if f.name in _DICTIONARY_COLUMNS else f for f in SCHEMAS[METRICS]]
+    ),
+}
+
+
+def _constant(text: str | None, count: int, dictionary: bool = False) -> pa.Array:
     """A string column holding `text` `count` times, made in C++."""
-    return pa.repeat(pa.scalar(text, pa.string()), count)
+    if not dictionary:
+        return pa.repeat(pa.scalar(text, pa.string()), count)
+    if text is None:
+        return pa.nulls(count, _DICTIONARY)
+    zeros = pa.repeat(pa.scalar(0, pa.int32()), count)
+    return pa.DictionaryArray.from_arrays(zeros, pa.array([text], pa.string()))
+
+
+def _text(array: pa.Array, dictionary: bool) -> pa.Array:
+    """A string or dictionary array as the one wanted."""
+    if pa.types.is_dictionary(array.type):
+        return array if dictionary else array.cast(pa.string())
+    return pc.dictionary_encode(array) if dictionary else array
 
 
 def _assemble_metrics(
     writer: str,
-    per_record: pa.Table,
+    columns: Columns,
     parents: pa.Array,
     key: pa.Array,
     value: pa.Array,
     kind: pa.Array | None = None,
     text: pa.Array | None = None,
+    *,
+    dictionary: bool,
 ) -> pa.Table:
-    """The metrics table: one row per key of a call. `per_record` holds ts, seq and
-    category per call, `parents` the call of each row; no `kind`/`text`: all floats."""
+    """The metrics table, one row per key of a call: `parents` holds the call of each
+    row; no `kind`/`text` means every value a float."""
     count = len(key)
-    rows = per_record.take(parents)
-    return pa.table(
-        [
-            rows["ts"],
-            _constant(writer, count),
-            rows["seq"],
-            rows["category"],
-            key,
-            value,
-            _constant("float", count) if kind is None else kind,
-            pa.nulls(count, pa.string()) if text is None else text,
-        ],
-        schema=SCHEMAS[METRICS],
-    )
-
-
-def _per_record(columns: Columns) -> pa.Table:
     category = columns["category"]
     first = category[0]
+    if category.count(first) == len(category):
+        category_column = _constant(first, count, dictionary)
+    else:
+        category_column = _text(pa.array(category, pa.string()), dictionary).take(parents)
     return pa.table(
-        {
-            "ts": _timestamps(columns["ts_ns"]),
-            "seq": pa.array(columns["seq"], pa.int64()),
-            "category": (
-                _constant(first, len(category))
-                if category.count(first) == len(category)
-                else pa.array(category, pa.string())
-            ),
-        }
+        [
+            _timestamps(columns["ts_ns"]).take(parents),
+            _constant(writer, count, dictionary),
+            pa.array(columns["seq"], pa.int64()).take(parents),
+            category_column,
+            _text(key, dictionary),
+            value,
+            _constant("float", count, dictionary) if kind is None else _text(kind, dictionary),
+            pa.nulls(count, pa.string()) if text is None else text,
+        ],
+        schema=(SEAL_SCHEMAS if dictionary else SCHEMAS)[METRICS],
     )
 
 
-def _uniform_floats_table(writer: str, columns: Columns) -> pa.Table | None:
+def _uniform_floats_table(writer: str, columns: Columns, dictionary: bool) -> pa.Table | None:
     """The common batch, built in C++: every call logged the same string keys, all
     floats. None if the batch is not of that kind."""
     values = columns["values"]
@@ -382,18 +400,22 @@ def _uniform_floats_table(writer: str, columns: Columns) -> pa.Table | None:
     value_column = pa.concat_arrays(children).take(pc.add(pc.multiply(position, records), parents))
     key_column = pa.DictionaryArray.from_arrays(
         position.cast(pa.int32()), pa.array(keys, pa.string())
-    ).cast(pa.string())
-    return _assemble_metrics(writer, _per_record(columns), parents, key_column, value_column)
+    )
+    return _assemble_metrics(
+        writer, columns, parents, key_column, value_column, dictionary=dictionary
+    )
 
 
-def _metrics_table(writer: str, columns: Columns, all_floats: bool | None) -> pa.Table:
+def _metrics_table(
+    writer: str, columns: Columns, all_floats: bool | None, dictionary: bool
+) -> pa.Table:
     values = columns["values"]
     flat: list[Any] | None = None
     if all_floats is None:
         flat = list(itertools.chain.from_iterable(map(dict.values, values)))
         all_floats = set(map(type, flat)) <= {float}
     if all_floats:
-        table = _uniform_floats_table(writer, columns)
+        table = _uniform_floats_table(writer, columns, dictionary)
         if table is not None:
             return table
     if flat is None:
@@ -415,7 +437,14 @@ def _metrics_table(writer: str, columns: Columns, all_floats: bool | None) -> pa
         kind_column = pa.array([c[1] for c in converted], pa.string())
         text_column = pa.array([c[2] for c in converted], pa.string())
     return _assemble_metrics(
-        writer, _per_record(columns), parents, key_column, value_column, kind_column, text_column
+        writer,
+        columns,
+        parents,
+        key_column,
+        value_column,
+        kind_column,
+        text_column,
+        dictionary=dictionary,
     )
 
 
@@ -433,21 +462,27 @@ def _columns_table(stream: str, writer: str, columns: Columns) -> pa.Table:
 
 
 def table_from_columns(
-    stream: str, writer: str, columns: Columns, *, all_floats: bool | None = None
+    stream: str,
+    writer: str,
+    columns: Columns,
+    *,
+    all_floats: bool | None = None,
+    dictionary: bool = False,
 ) -> pa.Table:
     """An Arrow table (schema `SCHEMAS[stream]`) of a batch of records, in memory or
     decoded.
 
     `all_floats` says whether every metric value is a float (the writer knows; None:
     find out), which allows a conversion in C++ that keeps no per-value kinds.
+    `dictionary`: a table of `SEAL_SCHEMAS[stream]`, for sealing.
 
     Raises `pa.ArrowException`/`TypeError`/`ValueError` if a record holds values of the
     wrong type; `safe_table` isolates such records.
     """
     if not record_count(columns):
-        return SCHEMAS[stream].empty_table()
+        return (SEAL_SCHEMAS if dictionary else SCHEMAS)[stream].empty_table()
     if stream == METRICS:
-        return _metrics_table(writer, columns, all_floats)
+        return _metrics_table(writer, columns, all_floats, dictionary)
     return _columns_table(stream, writer, columns)
 
 
@@ -508,9 +543,12 @@ _PARQUET_OPTIONS: Final[dict[str, Any]] = {
 
 
 def write_parquet_atomic(table: pa.Table, path: Path) -> None:
-    """Write `table` so that `path` appears whole or not at all, and survives power loss."""
+    """Write `table` so that `path` appears whole or not at all, and survives power loss.
+
+    Dictionary columns (SEAL_SCHEMAS) go to Parquet as they are and read back as
+    strings: no Arrow schema is stored, only Parquet's own types."""
     tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp, **_PARQUET_OPTIONS)
+    pq.write_table(table.unify_dictionaries(), tmp, store_schema=False, **_PARQUET_OPTIONS)
     with open(tmp, "rb") as handle:
         os.fsync(handle.fileno())
     os.replace(tmp, path)

@@ -30,6 +30,7 @@ from types import FrameType, TracebackType
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ._latest import LatestMetrics
 from ._process import process_start_time, ray_labels
@@ -354,26 +355,23 @@ class RunWriter:
         if stream.name == METRICS:
             for columns, _ in batches:
                 self._latest.fold(columns)
+        tables = self._tables(stream, batches)
         try:
-            data = b"".join(encode_columns(stream.name, columns) for columns, _ in batches)
+            data = b"".join(
+                encode_columns(
+                    stream.name,
+                    columns,
+                    # Known finite floats: no search for what JSON would write as null.
+                    finite=bool(all_floats and tables and _all_finite(tables[index])),
+                )
+                for index, (columns, all_floats) in enumerate(batches)
+            )
         except Exception as exc:  # a bug, not a storage fault: count it, never hide it
             self._lost(count)
             self._report(f"cannot encode {count} {stream.name} records ({exc!r}); lost")
             return
-        if stream.pending_tables is not None:
-            try:
-                for columns, all_floats in batches:
-                    stream.pending_tables.append(
-                        table_from_columns(
-                            stream.name, self.writer_id, columns, all_floats=all_floats
-                        )
-                    )
-            except Exception as exc:
-                stream.pending_tables = None
-                self._report(
-                    f"cannot convert {stream.name} records to Arrow ({exc!r}); "
-                    "the segment will be sealed from its JSONL"
-                )
+        if tables is not None and stream.pending_tables is not None:
+            stream.pending_tables.extend(tables)
         stream.pending.append((data, count))
         stream.pending_bytes += len(data)
         limit = self.options.max_pending_bytes
@@ -382,6 +380,28 @@ class RunWriter:
             stream.pending_bytes -= len(dropped)
             stream.pending_tables = None  # no longer lines up with `pending`
             self._lost(dropped_count)
+
+    def _tables(
+        self, stream: _Stream, batches: list[tuple[Columns, bool | None]]
+    ) -> list[pa.Table] | None:
+        """The batches as Arrow tables for sealing, or None (then the segment is sealed
+        from its JSONL)."""
+        if stream.pending_tables is None:
+            return None
+        try:
+            return [
+                table_from_columns(
+                    stream.name, self.writer_id, columns, all_floats=all_floats, dictionary=True
+                )
+                for columns, all_floats in batches
+            ]
+        except Exception as exc:
+            stream.pending_tables = None
+            self._report(
+                f"cannot convert {stream.name} records to Arrow ({exc!r}); "
+                "the segment will be sealed from its JSONL"
+            )
+            return None
 
     def _write_pending(self, stream: _Stream) -> bool:
         if not stream.pending:
@@ -454,7 +474,9 @@ class RunWriter:
                 table = pa.concat_tables(stream.tables)
             else:
                 decoded = decode_lines(stream.name, b"".join(stream.lines), where=str(live))
-                table = table_from_columns(stream.name, self.writer_id, decoded.columns)
+                table = table_from_columns(
+                    stream.name, self.writer_id, decoded.columns, dictionary=True
+                )
             write_parquet_atomic(table, sealed)
             live.unlink(missing_ok=True)
             fsync_dir(stream.directory)
@@ -563,6 +585,11 @@ def _take_batches(stream: _Stream) -> list[tuple[Columns, bool | None]]:
         if taken:
             batches.append((_metric_columns(taken), all_floats))
     return batches
+
+
+def _all_finite(table: pa.Table) -> bool:
+    """Whether every metric value of a table is a finite number."""
+    return bool(pc.all(pc.is_finite(table["value"])).as_py() is not False)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import threading
@@ -10,10 +11,11 @@ import time
 from pathlib import Path
 
 import orjson
+import pyarrow.parquet as pq
 import pytest
 
 from runstore import WriterOptions, open_run, read_run
-from runstore.format import METRICS, load_writer_manifest
+from runstore.format import METRICS, SCHEMAS, load_writer_manifest
 from runstore.reader import read_stream, segment_files
 
 
@@ -155,3 +157,25 @@ def test_final_status_reaches_run_json_while_the_writer_thread_is_busy(root: Pat
         ctx.end_log()
         assert json.loads((ctx.run_dir / "run.json").read_text())["status"] == "completed", attempt
         ctx.close()
+
+
+def test_sealed_metrics_read_back_as_plain_columns_equal_to_the_live_segment(
+    root: Path,
+) -> None:
+    """The writer seals from dictionary-encoded tables: any Parquet reader sees the
+    documented schema, and the rows are the ones the live segment held."""
+    with open_run(root, env={}) as ctx:
+        for i in range(50):
+            ctx.set_metrics({"loss": 1.0 / (i + 1), "acc": i / 50}, "train")
+            ctx.set_metrics({"epoch": i, "note": "x"}, "val")
+        ctx.set_metrics({"acc": math.nan, "loss": math.inf}, "train")  # other order, no JSON
+        ctx.flush()
+        live = read_run(ctx.run_dir).metrics
+    (sealed,) = (ctx.run_dir / "streams" / METRICS).glob("*.parquet")
+    plain = pq.read_table(sealed)
+    assert plain.schema.equals(SCHEMAS[METRICS])
+    order = [("seq", "ascending"), ("key", "ascending")]
+    rows = plain.sort_by(order).to_pylist()
+    assert len(rows) == live.num_rows == 50 * 4 + 2
+    assert repr(rows) == repr(live.sort_by(order).to_pylist())  # NaN equal to NaN
+    assert rows[-2]["key"] == "acc" and math.isnan(rows[-2]["value"])
