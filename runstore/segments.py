@@ -146,7 +146,9 @@ def _with_special(columns: Columns) -> Columns:
 def encode_columns(stream: str, columns: Columns, *, finite: bool = False) -> bytes:
     """Newline-terminated JSONL lines holding a batch of records, at most
     MAX_RECORDS_PER_LINE records each: one line per flush, so a torn line costs one
-    flush at most. `finite`: the caller knows every metric value is a finite float."""
+    flush at most. `finite`: the caller knows every metric value is a finite float, so
+    orjson needs none of its slower options (a key JSON cannot name still falls back)."""
+    options, default = (0, None) if finite else (JSON_OPTIONS, _default)
     out = bytearray()
     count = record_count(columns)
     for start in range(0, count, MAX_RECORDS_PER_LINE):
@@ -156,7 +158,7 @@ def encode_columns(stream: str, columns: Columns, *, finite: bool = False) -> by
             else _slice(columns, start, start + MAX_RECORDS_PER_LINE)
         )
         try:
-            line = orjson.dumps(chunk, option=JSON_OPTIONS, default=_default)
+            line = orjson.dumps(chunk, option=options, default=default)
         except (TypeError, orjson.JSONEncodeError):
             line = b""  # an int beyond 64 bits, a key JSON cannot name: the careful path
         if stream == METRICS and (not line or (not finite and b"null" in line)):
@@ -539,6 +541,9 @@ _PARQUET_OPTIONS: Final[dict[str, Any]] = {
     "compression_level": 1,  # sealing is on the job's clock; compaction may squeeze more
     "use_dictionary": ["writer", "category", "event", "level", "key", "kind", "status"],
     "column_encoding": {"ts": "DELTA_BINARY_PACKED", "seq": "DELTA_BINARY_PACKED"},
+    # Min/max where a query can skip a file by them: time, step, metric name. (Each
+    # statistic of a dictionary column costs a pass over its indices.)
+    "write_statistics": ["ts", "seq", "category", "key"],
 }
 
 

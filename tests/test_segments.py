@@ -203,3 +203,11 @@ def test_all_float_batches_with_varying_keys_match_the_exact_path(
     fast = table_from_columns(METRICS, "w", _metrics(records), all_floats=True)
     exact = table_from_columns(METRICS, "w", _metrics(records), all_floats=False)
     assert _same_table(fast, exact)
+
+
+def test_finite_float_hint_encodes_the_same_lines_and_still_names_any_key() -> None:
+    records = [(1, 1, "c", {"a": 0.5, 2: 1.5}), (2, 2, "c", {"a": 0.25, 2: 1.0})]
+    columns = columns_of_records(METRICS, records)
+    assert encode_columns(METRICS, columns, finite=True) == encode_columns(METRICS, columns)
+    decoded = decode_lines(METRICS, encode_columns(METRICS, columns, finite=True))
+    assert decoded.columns["values"] == [{"a": 0.5, "2": 1.5}, {"a": 0.25, "2": 1.0}]
