@@ -56,6 +56,18 @@ def test_format_doc_names_every_column() -> None:
     assert os.path.exists(DOCS / "CHANGELOG.md")
 
 
+def test_format_doc_example_line_is_a_line_the_reader_takes() -> None:
+    from runstore.format import METRICS
+    from runstore.segments import decode_lines, table_from_columns
+
+    text = (DOCS / "docs" / "format.md").read_text()
+    (line,) = re.findall(r"```\n(\{\"ts_ns\".*?)\n```", text, flags=re.DOTALL)
+    decoded = decode_lines(METRICS, line.encode() + b"\n", where="format.md")
+    assert decoded.problems == [] and decoded.columns["seq"] == [7, 8]
+    table = table_from_columns(METRICS, "w", decoded.columns)
+    assert table.column("key").to_pylist() == ["loss", "acc", "loss", "acc"]
+
+
 def test_sql_doc_examples_answer_and_every_column_is_documented() -> None:
     from runstore import Store
     from runstore.archive import store_schema
