@@ -179,6 +179,16 @@ def test_metric_values_keep_their_type(root: Path) -> None:
     assert got["obj"] == "<opaque>"
 
 
+def test_metric_keys_are_stored_as_text_alike_live_and_sealed(root: Path) -> None:
+    with open_run(root, env={}) as ctx:
+        ctx.set_metrics({(1, 2): 1.0, None: 2.0}, "c")  # all floats: the fast path
+        ctx.set_metrics({3: 1, "s": "x"}, "c")  # mixed values
+        ctx.flush()
+        live = read_run(ctx.run_dir).metrics.column("key").to_pylist()
+    sealed = read_run(ctx.run_dir).metrics.column("key").to_pylist()
+    assert live == sealed == ["(1, 2)", "None", "3", "s"]
+
+
 def test_logged_data_is_a_copy(root: Path) -> None:
     data = {"nested": [1]}
     values = {"loss": 1.0}
