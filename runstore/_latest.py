@@ -2,8 +2,8 @@
 
 `set_metrics` only appends a record; the writer folds each drained batch in here, and
 `get_metrics` folds the records not yet drained on top of a copy. Folding a batch costs
-two C-level passes when its records share one category and key set (the usual training
-loop), so keeping the latest values is nearly free per call.
+a few C-level passes when its records share one category and key set (the usual
+training loop), so keeping the latest values is nearly free per call.
 """
 
 from __future__ import annotations

@@ -142,7 +142,7 @@ class RunLogger:
         self._progress: dict[str | None, dict[str, Any]] = {}
         self._started: dict[str | None, float] = {}
         self._workflow: _Workflow | None = None
-        # Bound once: the hot path is two attribute-free calls.
+        # Looked up once: the hot path takes `next(self._seq)` and calls bound methods.
         self._seq = writer.seq
         # Metrics records go in flat (see RunWriter): `extend` with the record's fields.
         self._extend_metrics = writer.buffers[METRICS].records.extend

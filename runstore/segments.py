@@ -184,10 +184,6 @@ class DecodedLines:
     header: dict[str, Any] | None = None
     problems: list[str] = field(default_factory=list)
 
-    @property
-    def count(self) -> int:
-        return record_count(self.columns)
-
 
 def _restore_special(values: list[Any], special: list[Any]) -> str | None:
     """Put the values of a metrics line's `special` column back; a problem or None."""

@@ -97,11 +97,10 @@ class _Stream:
 
     name: str
     directory: Path
-    #: Records as tuples of RECORD_FIELDS[name]; metrics records flat instead, their
-    #: fields one after another (one `extend` per record, atomic under the GIL), which
-    #: the writer slices into columns in C; a record tuple kept until the drain would be
-    #: one more object per call for the GC to track. (Flat events and progress, of few
-    #: records, measured slower: they stay tuples, transposed at the drain.)
+    #: Records as tuples of RECORD_FIELDS[name], transposed into columns in C at the
+    #: drain; metrics records flat instead, their fields one after another (one `extend`
+    #: per record, atomic under the GIL), sliced into columns in C: a record tuple kept
+    #: until the drain would be one more object per call for the GC to track.
     records: list[Any] = field(default_factory=list)
     #: Metrics records with a value that is not a float (converted value by value).
     mixed: list[Any] = field(default_factory=list)
@@ -589,7 +588,7 @@ def _take_batches(stream: _Stream) -> list[tuple[Columns, bool | None]]:
 
 def _all_finite(table: pa.Table) -> bool:
     """Whether every metric value of a table is a finite number."""
-    return bool(pc.all(pc.is_finite(table["value"])).as_py() is not False)
+    return pc.all(pc.is_finite(table["value"])).as_py() is True
 
 
 def _write_all(fd: int, data: bytes) -> None:
