@@ -10,7 +10,9 @@ append, fsync at the end), measured in the same process, and prints medians and 
 HEAD~3`), in the same process and interleaved with this one, so a change is judged on
 one machine state: these machines are shared and noisy.
 
-Target (issue 2): at least 500,000 calls/s on one core.
+Target (issue 2): at least 500,000 calls/s on one core. The writer's Parquet sealing
+releases the GIL and may use a second core; to hold everything to one core, run it as
+`taskset -c 0 .venv/bin/python benchmarks/bench_logging.py` (Linux).
 """
 
 from __future__ import annotations
