@@ -324,12 +324,15 @@ class RunLogger:
         if type(value) is not dict or type(category) is not str or not category or self._finished:
             value, category = self._metrics_arguments(value, category, step)
         value = value.copy()  # the job may change its dict; the record must not change
+        extend = self._extend_metrics  # all floats: the writer converts them in C
         for item in value.values():
             if type(item) is not float:
-                self._set_mixed_metrics(value, category)
-                return
+                # Frozen now: numpy scalars as Python's, anything else as JSON.
+                value = {key: _freeze_metric(item) for key, item in value.items()}
+                extend = self._extend_mixed_metrics
+                break
         seq = next(self._seq)
-        self._extend_metrics((_time_ns(), seq, category, value))
+        extend((_time_ns(), seq, category, value))
         if not seq & _WAKE_MASK:
             self.writer.wake()
 
@@ -346,15 +349,6 @@ class RunLogger:
         if not isinstance(value, Mapping):
             raise TypeError(f"metrics value must be a dict, got {type(value).__name__}")
         return dict(value), _check_category(category, "category")
-
-    def _set_mixed_metrics(self, value: dict[Any, Any], category: str) -> None:
-        """A call with a value that is not a float: values frozen now (numpy scalars as
-        Python's, anything else as JSON), converted value by value by the writer."""
-        frozen = {key: _freeze_metric(item) for key, item in value.items()}
-        seq = next(self._seq)
-        self._extend_mixed_metrics((_time_ns(), seq, category, frozen))
-        if not seq & _WAKE_MASK:
-            self.writer.wake()
 
     def get_progress(self, step: str | None = None) -> dict[str, Any] | None:
         """The last progress of `step` (default: current step), or None."""

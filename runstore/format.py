@@ -24,7 +24,6 @@ __all__ = [
     "FORMAT_VERSION",
     "METRICS",
     "PROGRESS",
-    "RECORD_ARITY",
     "RECORD_FIELDS",
     "RUN_MANIFEST",
     "SCHEMAS",
@@ -113,8 +112,6 @@ RECORD_FIELDS: Final[dict[str, tuple[str, ...]]] = {
     ),
     METRICS: ("ts_ns", "seq", "category", "values"),
 }
-#: Fields per record of each stream.
-RECORD_ARITY: Final = {name: len(fields) for name, fields in RECORD_FIELDS.items()}
 #: The optional column of a metrics line restoring values JSON cannot hold.
 SPECIAL: Final = "special"
 

@@ -71,7 +71,6 @@ class RunstoreLogger(BaseLogger):  # type: ignore[misc]
     def __init__(self, run: RuntimeContext) -> None:
         super().__init__()
         self.run = run
-        self._records = run.logger
 
     @property
     def run_dir(self) -> Path:
@@ -97,19 +96,19 @@ class RunstoreLogger(BaseLogger):  # type: ignore[misc]
         step: str | None,
         level: Any = None,
     ) -> None:
-        self._records.log(level.value if level is not None else "info", event, data, file, step)
+        self.run.logger.log(level.value if level is not None else "info", event, data, file, step)
 
     def set_progress(self, current: int, total: int, step: str | None = None) -> None:
         super().set_progress(current, total, step)  # the SDK's checks and state first
-        self._records.set_progress(current, total, self._step(step))
+        self.run.logger.set_progress(current, total, self._step(step))
 
     def set_progress_failed(self, step: str | None = None) -> None:
         super().set_progress_failed(step)
-        self._records.set_progress_failed(self._step(step))
+        self.run.logger.set_progress_failed(self._step(step))
 
     def set_metrics(self, value: dict[str, Any], step: str | None = None) -> None:
         super().set_metrics(value, step)
-        self._records.set_metrics(value, self._step(step))
+        self.run.logger.set_metrics(value, self._step(step))
 
     def _on_finish(self) -> None:
         error = sys.exc_info()[1]
@@ -126,7 +125,7 @@ class RunstoreLogger(BaseLogger):  # type: ignore[misc]
         """The SDK's `metric` event, and its values in the run's metrics of `category`."""
         data = {"category": category, "key": key, "value": value, "metrics": metrics}
         self.log(SdkLogLevel.INFO, "metric", _with_trial(data))
-        self._records.set_metrics({key: value, **metrics}, category)
+        self.run.logger.set_metrics({key: value, **metrics}, category)
 
     def log_visualization(
         self, category: str, group: str, index: int, image: str, **meta: Any
@@ -178,7 +177,7 @@ class RunstoreLogger(BaseLogger):  # type: ignore[misc]
         The SDK's `Orchestrator` passes its registry's weights only to a `JobLogger`;
         call this with `registry.get_step_proportions()` to record the overall progress.
         """
-        self._records.begin_workflow(proportions)
+        self.run.logger.begin_workflow(proportions)
 
     # -- runstore's own ----------------------------------------------------------------
 

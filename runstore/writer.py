@@ -40,7 +40,6 @@ from .format import (
     EVENTS,
     HEARTBEAT_SECONDS,
     METRICS,
-    RECORD_ARITY,
     RECORD_FIELDS,
     RUN_MANIFEST,
     STREAMS,
@@ -567,9 +566,9 @@ def _take(records: list[Any]) -> list[Any]:
 
 
 def _metric_columns(flat: list[Any]) -> Columns:
-    """Columns of flat metrics records: every RECORD_ARITY-th item, sliced in C."""
-    arity = RECORD_ARITY[METRICS]
-    return {name: flat[index::arity] for index, name in enumerate(RECORD_FIELDS[METRICS])}
+    """Columns of flat metrics records: every n-th item of n fields, sliced in C."""
+    fields = RECORD_FIELDS[METRICS]
+    return {name: flat[index :: len(fields)] for index, name in enumerate(fields)}
 
 
 def _take_batches(stream: _Stream) -> list[tuple[Columns, bool | None]]:
