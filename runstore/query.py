@@ -70,7 +70,7 @@ _DERIVED_VIEWS: Final = {
     "dev_events": (
         "SELECT run_id, ts, writer, seq, level, category, "
         "coalesce(data->>'message', data->>'content') AS message, data->'data' AS data "
-        f"FROM events WHERE event IN {DEV_EVENTS}"
+        f"FROM events WHERE event IN ({', '.join(repr(name) for name in DEV_EVENTS)})"
     ),
 }
 
