@@ -43,7 +43,7 @@ __all__ = [
     "atomic_write_bytes",
     "columns_of_records",
     "decode_lines",
-    "encode_columns",
+    "encode_lines",
     "fsync_dir",
     "header_line",
     "read_segment",
@@ -62,6 +62,7 @@ MAX_RECORDS_PER_LINE: Final = 8192
 
 #: How runstore encodes JSON everywhere: numpy values as numbers, non-string keys as text.
 JSON_OPTIONS: Final = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+_NEWLINE: Final = orjson.OPT_APPEND_NEWLINE
 _INT64_MIN: Final = -(2**63)
 _INT64_MAX: Final = 2**63 - 1
 _EXACT_FLOAT_INT: Final = 2**53
@@ -143,32 +144,35 @@ def _with_special(columns: Columns) -> Columns:
     return out
 
 
-def encode_columns(stream: str, columns: Columns, *, finite: bool = False) -> bytes:
+def encode_lines(stream: str, columns: Columns, *, finite: bool = False) -> list[bytes]:
     """Newline-terminated JSONL lines holding a batch of records, at most
     MAX_RECORDS_PER_LINE records each: one line per flush, so a torn line costs one
     flush at most. `finite`: the caller knows every metric value is a finite float, so
-    orjson needs none of its slower options (a key JSON cannot name still falls back)."""
-    options, default = (0, None) if finite else (JSON_OPTIONS, _default)
-    out = bytearray()
+    orjson needs none of its slower options (a key JSON cannot name still falls back).
+
+    Each line as orjson made it, newline included, never joined: a copy of megabytes
+    costs as much in page faults as in copying."""
     count = record_count(columns)
-    for start in range(0, count, MAX_RECORDS_PER_LINE):
-        chunk = (
-            columns
-            if count <= MAX_RECORDS_PER_LINE
-            else _slice(columns, start, start + MAX_RECORDS_PER_LINE)
-        )
-        try:
-            line = orjson.dumps(chunk, option=options, default=default)
-        except (TypeError, orjson.JSONEncodeError):
-            line = b""  # an int beyond 64 bits, a key JSON cannot name: the careful path
-        if stream == METRICS and (not line or (not finite and b"null" in line)):
-            # JSON writes NaN and infinities as null: keep them in the `special` column.
-            line = orjson.dumps(_with_special(chunk), option=JSON_OPTIONS, default=_default)
-        elif not line:
-            line = orjson.dumps(chunk, default=_default)  # raises: the writer counts it
-        out += line
-        out += b"\n"
-    return bytes(out)
+    if count <= MAX_RECORDS_PER_LINE:
+        return [_encode_line(stream, columns, finite)]
+    return [
+        _encode_line(stream, _slice(columns, start, start + MAX_RECORDS_PER_LINE), finite)
+        for start in range(0, count, MAX_RECORDS_PER_LINE)
+    ]
+
+
+def _encode_line(stream: str, chunk: Columns, finite: bool) -> bytes:
+    options, default = (0, None) if finite else (JSON_OPTIONS, _default)
+    try:
+        line = orjson.dumps(chunk, option=options | _NEWLINE, default=default)
+    except (TypeError, orjson.JSONEncodeError):
+        line = b""  # an int beyond 64 bits, a key JSON cannot name: the careful path
+    if stream == METRICS and (not line or (not finite and b"null" in line)):
+        # JSON writes NaN and infinities as null: keep them in the `special` column.
+        return orjson.dumps(_with_special(chunk), option=JSON_OPTIONS | _NEWLINE, default=_default)
+    if not line:
+        return orjson.dumps(chunk, option=_NEWLINE, default=_default)  # raises: counted
+    return line
 
 
 @dataclass
@@ -286,8 +290,18 @@ def _check_header(stream: str, header: dict[str, Any]) -> str | None:
 # -- records to Arrow -------------------------------------------------------------------
 
 
+def _int64(number: int) -> pa.Scalar:
+    """A typed scalar for compute kernels: given a bare Python int, pyarrow infers its
+    type, which costs ~100 µs per call (more than the kernel over a whole batch)."""
+    return pa.scalar(number, pa.int64())
+
+
+_ONE: Final = _int64(1)
+_THOUSAND: Final = _int64(1000)
+
+
 def _timestamps(ts_ns: Sequence[Any]) -> pa.Array:
-    return pc.divide(pa.array(ts_ns, pa.int64()), 1000).cast(SCHEMAS[EVENTS].field("ts").type)
+    return pc.divide(pa.array(ts_ns, pa.int64()), _THOUSAND).cast(SCHEMAS[EVENTS].field("ts").type)
 
 
 def _json_text(value: object) -> str:
@@ -391,11 +405,13 @@ def _uniform_floats_table(writer: str, columns: Columns, dictionary: bool) -> pa
     if any(child.null_count for child in children):
         return None  # a call of fewer keys (the one after it has more)
     count = records * width
-    row = pc.subtract(pc.cumulative_sum(pa.repeat(pa.scalar(1, pa.int64()), count)), 1)
-    parents = pc.divide(row, width)  # integer division: the call of each row
-    position = pc.subtract(row, pc.multiply(parents, width))  # the key of each row
+    row = pc.subtract(pc.cumulative_sum(pa.repeat(_ONE, count)), _ONE)
+    parents = pc.divide(row, _int64(width))  # integer division: the call of each row
+    position = pc.subtract(row, pc.multiply(parents, _int64(width)))  # the key of each row
     # Row (call i, key j) is value i of child j: child j starts at j * records.
-    value_column = pa.concat_arrays(children).take(pc.add(pc.multiply(position, records), parents))
+    value_column = pa.concat_arrays(children).take(
+        pc.add(pc.multiply(position, _int64(records)), parents)
+    )
     key_column = pa.DictionaryArray.from_arrays(
         position.cast(pa.int32()), pa.array(keys, pa.string())
     )

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any
+from typing import Any, Final
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -56,7 +56,7 @@ from .segments import (
     atomic_write_bytes,
     columns_of_records,
     decode_lines,
-    encode_columns,
+    encode_lines,
     fsync_dir,
     header_line,
     record_count,
@@ -67,6 +67,10 @@ from .segments import (
 __all__ = ["RunWriter", "WriterOptions", "new_writer_id"]
 
 _MiB = 1024 * 1024
+#: Keep one record in this many across a drain (see RunWriter._drain): a 1 MiB arena
+#: holds ~3,000 records, so every arena keeps a few.
+_BALLAST_STRIDE = 512
+_IOV_MAX: Final = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16
 
 
 @dataclass(frozen=True)
@@ -113,8 +117,8 @@ class _Stream:
     pending_tables: list[Any] | None = field(default_factory=list)
     written_bytes: int = 0  # size of the live file as we wrote it, header included
     opened_at: float = 0.0
-    #: Encoded lines not yet on disk, with their record counts.
-    pending: deque[tuple[bytes, int]] = field(default_factory=deque)
+    #: Encoded lines not yet on disk, a list per drain with its record count.
+    pending: deque[tuple[list[bytes], int]] = field(default_factory=deque)
     pending_bytes: int = 0
     next_seal_attempt: float = 0.0
 
@@ -170,6 +174,8 @@ class RunWriter:
         self._lost_in_fault = 0
         self._attachments = itertools.count(1)
         self._latest = LatestMetrics()
+        #: A few records of the last drained batch, kept until the next drain; see _drain.
+        self._ballast: list[Any] = []
         self._create_directories()
         self._thread = self._start_thread()
         _register(self)
@@ -252,7 +258,7 @@ class RunWriter:
         """{category: {key: value}}: the newest value of every metric logged so far."""
         stream = self.buffers[METRICS]
         with self._io_lock:  # the writer thread drains under it
-            pending = [_metric_columns(stream.records[:]), _metric_columns(stream.mixed[:])]
+            pending = [_metric_columns(stream.records), _metric_columns(stream.mixed)]
             return self._latest.snapshot(pending)
 
     def flush(self) -> None:
@@ -351,19 +357,27 @@ class RunWriter:
         if not count:
             return
         if stream.name == METRICS:
+            # The batch's objects fill whole 1 MiB arenas of Python's allocator, which
+            # hands an arena back to the OS once all of it is free: the next batch would
+            # then fault in fresh pages (~4 µs a page on a VM; ~100 ns per record). A few
+            # records spread through the batch, kept until the next drain, keep them.
+            self._ballast = [
+                values[::_BALLAST_STRIDE] for columns, _ in batches for values in columns.values()
+            ]
             for columns, _ in batches:
                 self._latest.fold(columns)
         tables = self._tables(stream, batches)
         try:
-            data = b"".join(
-                encode_columns(
+            data = [
+                line
+                for index, (columns, all_floats) in enumerate(batches)
+                for line in encode_lines(
                     stream.name,
                     columns,
                     # Known finite floats: no search for what JSON would write as null.
                     finite=bool(all_floats and tables and _all_finite(tables[index])),
                 )
-                for index, (columns, all_floats) in enumerate(batches)
-            )
+            ]
         except Exception as exc:  # a bug, not a storage fault: count it, never hide it
             self._lost(count)
             self._report(f"cannot encode {count} {stream.name} records ({exc!r}); lost")
@@ -371,11 +385,11 @@ class RunWriter:
         if tables is not None and stream.pending_tables is not None:
             stream.pending_tables.extend(tables)
         stream.pending.append((data, count))
-        stream.pending_bytes += len(data)
+        stream.pending_bytes += sum(map(len, data))
         limit = self.options.max_pending_bytes
         while stream.pending_bytes > limit and len(stream.pending) > 1:
             dropped, dropped_count = stream.pending.popleft()
-            stream.pending_bytes -= len(dropped)
+            stream.pending_bytes -= sum(map(len, dropped))
             stream.pending_tables = None  # no longer lines up with `pending`
             self._lost(dropped_count)
 
@@ -432,17 +446,17 @@ class RunWriter:
                     self._report(f"{path} was removed or changed; writing it again from memory")
                 os.ftruncate(fd, 0)
                 prefix = header_line(stream.name, self.writer_id, stream.number)
-                _write_all(fd, prefix + b"".join(stream.lines))
+                _write_all(fd, [prefix, *stream.lines])
                 stream.written_bytes = len(prefix) + sum(map(len, stream.lines))
-            data = b"".join(line for line, _ in stream.pending)
+            data = [line for lines, _ in stream.pending for line in lines]
             _write_all(fd, data)
             if self.options.fsync_every_flush:
                 os.fsync(fd)
         finally:
             os.close(fd)
         written = sum(count for _, count in stream.pending)
-        stream.lines.extend(line for line, _ in stream.pending)
-        stream.written_bytes += len(data)
+        stream.lines.extend(data)
+        stream.written_bytes += sum(map(len, data))
         stream.pending.clear()
         stream.pending_bytes = 0
         if stream.tables is not None and stream.pending_tables is not None:
@@ -565,10 +579,12 @@ def _take(records: list[Any]) -> list[Any]:
     return taken
 
 
-def _metric_columns(flat: list[Any]) -> Columns:
-    """Columns of flat metrics records: every n-th item of n fields, sliced in C."""
+def _metric_columns(flat: list[Any], stop: int | None = None) -> Columns:
+    """Columns of flat metrics records (up to `stop`): every n-th item of n fields,
+    sliced in C. Other threads only extend `flat` by whole records, past `stop`."""
     fields = RECORD_FIELDS[METRICS]
-    return {name: flat[index :: len(fields)] for index, name in enumerate(fields)}
+    stop = len(flat) if stop is None else stop
+    return {name: flat[index : stop : len(fields)] for index, name in enumerate(fields)}
 
 
 def _take_batches(stream: _Stream) -> list[tuple[Columns, bool | None]]:
@@ -579,9 +595,11 @@ def _take_batches(stream: _Stream) -> list[tuple[Columns, bool | None]]:
         return [(columns_of_records(stream.name, taken), None)] if taken else []
     batches: list[tuple[Columns, bool | None]] = []
     for buffer, all_floats in ((stream.records, True), (stream.mixed, False)):
-        taken = _take(buffer)
-        if taken:
-            batches.append((_metric_columns(taken), all_floats))
+        stop = len(buffer)
+        if stop:
+            # Sliced straight out of the buffer, then cut: no copy of the whole buffer.
+            batches.append((_metric_columns(buffer, stop), all_floats))
+            del buffer[:stop]
     return batches
 
 
@@ -590,11 +608,21 @@ def _all_finite(table: pa.Table) -> bool:
     return pc.all(pc.is_finite(table["value"])).as_py() is True
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
+def _write_all(fd: int, chunks: list[bytes]) -> None:
+    """Write the chunks in order, gathered (writev): never joined into one more copy."""
+    pending: list[bytes | memoryview] = list(chunks)
+    while pending:
+        group = pending[:_IOV_MAX]
+        written = os.writev(fd, group)
+        done = 0
+        for chunk in group:
+            if written < len(chunk):
+                break
+            written -= len(chunk)
+            done += 1
+        del pending[:done]
+        if written:  # the next chunk went out in part
+            pending[0] = memoryview(pending[0])[written:]
 
 
 def _dump(model: RunManifest | WriterManifest) -> bytes:

@@ -13,11 +13,12 @@ from hypothesis import strategies as st
 from runstore.format import EVENTS, METRICS, PROGRESS, SCHEMAS
 from runstore.reader import decode_metric
 from runstore.segments import (
+    MAX_RECORDS_PER_LINE,
     Columns,
     JsonText,
     columns_of_records,
     decode_lines,
-    encode_columns,
+    encode_lines,
     header_line,
     read_segment,
     table_from_columns,
@@ -33,6 +34,10 @@ metric_values = st.one_of(
     st.lists(st.integers(-5, 5), max_size=3),
 )
 categories = st.one_of(st.none(), st.text(min_size=1, max_size=6))
+
+
+def encode_columns(stream: str, columns: Columns, *, finite: bool = False) -> bytes:
+    return b"".join(encode_lines(stream, columns, finite=finite))
 
 
 @st.composite
@@ -211,3 +216,14 @@ def test_finite_float_hint_encodes_the_same_lines_and_still_names_any_key() -> N
     assert encode_columns(METRICS, columns, finite=True) == encode_columns(METRICS, columns)
     decoded = decode_lines(METRICS, encode_columns(METRICS, columns, finite=True))
     assert decoded.columns["values"] == [{"a": 0.5, "2": 1.5}, {"a": 0.25, "2": 1.0}]
+
+
+def test_a_large_batch_is_cut_into_lines_that_decode_to_the_batch() -> None:
+    count = MAX_RECORDS_PER_LINE * 2 + 3
+    records = [(i, i, "c", {"loss": i / 7}) for i in range(count)]
+    lines = encode_lines(METRICS, columns_of_records(METRICS, records), finite=True)
+    assert len(lines) == 3
+    assert all(line.endswith(b"\n") and line.count(b"\n") == 1 for line in lines)
+    decoded = decode_lines(METRICS, b"".join(lines))
+    assert decoded.columns["seq"] == list(range(count))
+    assert decoded.columns["values"][-1] == {"loss": (count - 1) / 7}
