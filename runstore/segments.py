@@ -327,6 +327,7 @@ def _metric_value(value: Any) -> tuple[float | None, str, str | None]:
 #: as dictionary arrays so that it need not hash every value (see SEAL_SCHEMAS).
 _DICTIONARY_COLUMNS: Final = ("writer", "category", "key", "kind")
 _DICTIONARY: Final = pa.dictionary(pa.int32(), pa.string())
+_KEY_CHECK_SLICE: Final = 1024
 #: The schemas of the tables the writer builds for sealing: SCHEMAS, with the metrics
 #: columns above as dictionaries. The Parquet files read back as SCHEMAS.
 SEAL_SCHEMAS: Final[dict[str, pa.Schema]] = {
@@ -389,6 +390,20 @@ def _assemble_metrics(
     )
 
 
+def _same_keys(values: list[dict[Any, Any]], keys: list[str]) -> bool:
+    """Whether every dict has exactly `keys`, in that order: compared in C, a slice of
+    the batch at a time (lists the size of the batch would be fresh memory)."""
+    step = _KEY_CHECK_SLICE
+    expected = keys * step
+    for start in range(0, len(values), step):
+        chunk = values[start : start + step]
+        if len(chunk) < step:
+            expected = keys * len(chunk)
+        if list(itertools.chain.from_iterable(chunk)) != expected:
+            return False
+    return True
+
+
 def _uniform_floats_table(writer: str, columns: Columns, dictionary: bool) -> pa.Table | None:
     """The common batch, built in C++: every call logged the same string keys, all
     floats. None if the batch is not of that kind."""
@@ -398,7 +413,7 @@ def _uniform_floats_table(writer: str, columns: Columns, dictionary: bool) -> pa
     records = len(values)
     if not width or not all(type(key) is str for key in keys):
         return None
-    if list(itertools.chain.from_iterable(values)) != keys * records:
+    if not _same_keys(values, keys):
         return None  # calls with other keys, or the same keys in another order
     struct = pa.array(values, pa.struct([(key, pa.float64()) for key in keys]))
     children = struct.flatten()

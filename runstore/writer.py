@@ -108,10 +108,11 @@ class _Stream:
     #: Metrics records with a value that is not a float (converted value by value).
     mixed: list[Any] = field(default_factory=list)
     number: int = 1
-    #: Lines written to the live segment, kept so a removed file can be written again.
-    lines: list[bytes] = field(default_factory=list)
-    #: The same records as Arrow, converted at each flush, so sealing is concat + write;
-    #: None after a conversion failed (sealing then decodes `lines`).
+    #: Records written to the live segment.
+    segment_records: int = 0
+    #: The live segment's records as Arrow, converted at each flush, so sealing is
+    #: concat + write (and a segment removed under us is sealed from memory); None after
+    #: a conversion failed (sealing then decodes the file).
     tables: list[Any] | None = field(default_factory=list)
     #: Arrow tables of records still in `pending`.
     pending_tables: list[Any] | None = field(default_factory=list)
@@ -334,7 +335,7 @@ class RunWriter:
         now = time.monotonic()
         if ok:
             for stream in self.buffers.values():
-                if stream.lines and (
+                if stream.written_bytes and (
                     stream.written_bytes >= self.options.seal_bytes
                     or now - stream.opened_at >= self.options.seal_age
                 ):
@@ -426,36 +427,27 @@ class RunWriter:
         return True
 
     def _append_lines(self, stream: _Stream) -> None:
-        path = (
-            stream.directory
-            / SegmentName(writer=self.writer_id, number=stream.number, sealed=False).filename
-        )
-        if not stream.lines:
-            stream.opened_at = time.monotonic()
+        if stream.written_bytes and _size(self._segment_path(stream)) != stream.written_bytes:
+            self._segment_lost_on_disk(stream)
+        path = self._segment_path(stream)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         except FileNotFoundError:  # the run directory was removed: make it again
             stream.directory.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
-            size = os.fstat(fd).st_size
-            if size != stream.written_bytes or not stream.written_bytes:
-                # A new segment, or one removed or truncated under us (the run directory
-                # was deleted and made again): write it from the lines kept in memory.
-                if size != stream.written_bytes:
-                    self._report(f"{path} was removed or changed; writing it again from memory")
-                os.ftruncate(fd, 0)
-                prefix = header_line(stream.name, self.writer_id, stream.number)
-                _write_all(fd, [prefix, *stream.lines])
-                stream.written_bytes = len(prefix) + sum(map(len, stream.lines))
             data = [line for lines, _ in stream.pending for line in lines]
+            if not stream.written_bytes:  # a new segment
+                stream.opened_at = time.monotonic()
+                os.ftruncate(fd, 0)
+                data.insert(0, header_line(stream.name, self.writer_id, stream.number))
             _write_all(fd, data)
             if self.options.fsync_every_flush:
                 os.fsync(fd)
         finally:
             os.close(fd)
         written = sum(count for _, count in stream.pending)
-        stream.lines.extend(data)
+        stream.segment_records += written
         stream.written_bytes += sum(map(len, data))
         stream.pending.clear()
         stream.pending_bytes = 0
@@ -466,26 +458,49 @@ class RunWriter:
         stream.pending_tables = []
         self.writer_manifest.records_written += written
 
+    def _segment_path(self, stream: _Stream, *, sealed: bool = False) -> Path:
+        name = SegmentName(writer=self.writer_id, number=stream.number, sealed=sealed)
+        return stream.directory / name.filename
+
+    def _segment_lost_on_disk(self, stream: _Stream) -> None:
+        """The live segment was removed or changed under us (say the run directory was
+        deleted): seal its records from memory and go on in a new segment."""
+        live = self._segment_path(stream)
+        count = stream.segment_records
+        if stream.tables:
+            self._report(f"{live} was removed or changed; writing its {count} records again")
+            stream.directory.mkdir(parents=True, exist_ok=True)
+            write_parquet_atomic(
+                pa.concat_tables(stream.tables), self._segment_path(stream, sealed=True)
+            )
+            live.unlink(missing_ok=True)
+        else:  # only the file held them (their conversion to Arrow failed)
+            self._report(f"{live} was removed or changed; its {count} records are lost")
+            self.writer_manifest.lost_records += count
+        self._next_segment(stream)
+
+    def _next_segment(self, stream: _Stream) -> None:
+        stream.number += 1
+        stream.segment_records = 0
+        stream.tables = []
+        stream.written_bytes = 0
+
     def _seal(self, stream: _Stream, *, closing: bool) -> None:
         """Turn the live segment into Parquet; the JSONL goes only once the Parquet is whole."""
-        if not stream.lines:
+        if not stream.written_bytes:
             return
         now = time.monotonic()
         if not closing and now < stream.next_seal_attempt:
             return
-        name = SegmentName(writer=self.writer_id, number=stream.number, sealed=False)
-        live = stream.directory / name.filename
-        sealed = (
-            stream.directory
-            / SegmentName(writer=self.writer_id, number=stream.number, sealed=True).filename
-        )
+        live = self._segment_path(stream)
+        sealed = self._segment_path(stream, sealed=True)
         try:
             if stream.pending:
                 raise OSError(f"{len(stream.pending)} lines of this segment are not written yet")
             if stream.tables:
                 table = pa.concat_tables(stream.tables)
             else:
-                decoded = decode_lines(stream.name, b"".join(stream.lines), where=str(live))
+                decoded = decode_lines(stream.name, live.read_bytes(), where=str(live))
                 table = table_from_columns(
                     stream.name, self.writer_id, decoded.columns, dictionary=True
                 )
@@ -498,10 +513,7 @@ class RunWriter:
             if not closing:
                 return
         # Sealed, or (closing) left as a readable live segment: either way start afresh.
-        stream.number += 1
-        stream.lines = []
-        stream.tables = []
-        stream.written_bytes = 0
+        self._next_segment(stream)
 
     # -- faults ------------------------------------------------------------------------
 
@@ -606,6 +618,13 @@ def _take_batches(stream: _Stream) -> list[tuple[Columns, bool | None]]:
 def _all_finite(table: pa.Table) -> bool:
     """Whether every metric value of a table is a finite number."""
     return pc.all(pc.is_finite(table["value"])).as_py() is True
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return None
 
 
 def _write_all(fd: int, chunks: list[bytes]) -> None:

@@ -11,9 +11,11 @@ import time
 from pathlib import Path
 
 import orjson
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import runstore.writer
 from runstore import WriterOptions, open_run, read_run
 from runstore.format import METRICS, SCHEMAS, load_writer_manifest
 from runstore.reader import read_stream, segment_files
@@ -114,6 +116,56 @@ def test_run_directory_removed_mid_job_is_written_again(
     assert run.manifest.job_id == "j" and run.status == "completed"
     assert run.metrics.column("value").to_pylist() == [float(i) for i in range(200)]
     assert "removed or changed" in capsys.readouterr().err
+
+
+@pytest.fixture
+def arrow_fails(monkeypatch: pytest.MonkeyPatch) -> dict[str, bool]:
+    """While `failing` is set, the writer cannot convert records to Arrow (a bug)."""
+    state = {"failing": True}
+    real = runstore.writer.table_from_columns
+
+    def flaky(*args: object, **kwargs: object) -> pa.Table:
+        if state["failing"]:
+            raise pa.ArrowInvalid("simulated conversion bug")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(runstore.writer, "table_from_columns", flaky)
+    return state
+
+
+def test_records_the_writer_could_not_convert_are_sealed_from_the_file(
+    root: Path, arrow_fails: dict[str, bool], capsys: pytest.CaptureFixture[str]
+) -> None:
+    ctx = open_run(root, env={})
+    for index in range(10):
+        ctx.set_metrics({"i": float(index)}, "c")
+    ctx.flush()
+    arrow_fails["failing"] = False
+    ctx.end_log()
+    ctx.close()
+    assert "sealed from its JSONL" in capsys.readouterr().err
+    assert _files(ctx.run_dir, METRICS)[0].endswith(".parquet")
+    values = read_run(ctx.run_dir).metrics.column("value").to_pylist()
+    assert values == [float(i) for i in range(10)]
+
+
+def test_a_removed_segment_held_only_on_disk_is_counted_lost(
+    root: Path, arrow_fails: dict[str, bool], capsys: pytest.CaptureFixture[str]
+) -> None:
+    ctx = open_run(root, env={})
+    for index in range(10):
+        ctx.set_metrics({"i": float(index)}, "c")
+    ctx.flush()
+    arrow_fails["failing"] = False
+    shutil.rmtree(ctx.run_dir)
+    for index in range(10, 15):
+        ctx.set_metrics({"i": float(index)}, "c")
+    ctx.end_log()
+    ctx.close()
+    assert "its 10 records are lost" in capsys.readouterr().err
+    run = read_run(ctx.run_dir)
+    assert run.lost_records == 10
+    assert run.metrics.column("value").to_pylist() == [float(i) for i in range(10, 15)]
 
 
 def test_storage_fault_keeps_records_within_the_bound_and_counts_the_rest(
