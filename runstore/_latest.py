@@ -25,9 +25,10 @@ class LatestMetrics:
     def __init__(self) -> None:
         self._values: dict[str | None, dict[str, tuple[int, Any]]] = {}
 
-    def fold(self, columns: Columns) -> None:
+    def fold(self, columns: Columns, keys: list[str] | None = None) -> None:
         """Take a batch of metrics records (columns `seq`, `category`, `values`): a value
-        replaces the one kept for its key if its seq is higher."""
+        replaces the one kept for its key if its seq is higher. `keys`: the batch's
+        `uniform_keys`, if the caller found them."""
         seqs = columns["seq"]
         if not seqs:
             return
@@ -37,7 +38,7 @@ class LatestMetrics:
         if (
             categories.count(first) == len(seqs)
             and max(seqs) == seqs[-1]
-            and len(set().union(*values)) == len(last)
+            and (keys is not None or len(set().union(*values)) == len(last))
         ):
             # One category, and the newest call holds every key of the batch (a training
             # loop): it alone holds the newest values. A few C-level passes.

@@ -61,6 +61,7 @@ from .segments import (
     header_line,
     record_count,
     table_from_columns,
+    uniform_keys,
     write_parquet_atomic,
 )
 
@@ -365,9 +366,14 @@ class RunWriter:
             self._ballast = [
                 values[::_BALLAST_STRIDE] for columns, _ in batches for values in columns.values()
             ]
-            for columns, _ in batches:
-                self._latest.fold(columns)
-        tables = self._tables(stream, batches)
+            # Whether a batch's calls all logged the same keys (the usual loop), found
+            # once for the latest values and the Arrow conversion alike.
+            keys = [uniform_keys(columns["values"]) for columns, _ in batches]
+            for (columns, _), batch_keys in zip(batches, keys, strict=True):
+                self._latest.fold(columns, batch_keys)
+        else:
+            keys = [None] * len(batches)
+        tables = self._tables(stream, batches, keys)
         try:
             data = [
                 line
@@ -395,7 +401,10 @@ class RunWriter:
             self._lost(dropped_count)
 
     def _tables(
-        self, stream: _Stream, batches: list[tuple[Columns, bool | None]]
+        self,
+        stream: _Stream,
+        batches: list[tuple[Columns, bool | None]],
+        keys: list[list[str] | None],
     ) -> list[pa.Table] | None:
         """The batches as Arrow tables for sealing, or None (then the segment is sealed
         from its JSONL)."""
@@ -404,9 +413,14 @@ class RunWriter:
         try:
             return [
                 table_from_columns(
-                    stream.name, self.writer_id, columns, all_floats=all_floats, dictionary=True
+                    stream.name,
+                    self.writer_id,
+                    columns,
+                    all_floats=all_floats,
+                    keys=batch_keys,
+                    dictionary=True,
                 )
-                for columns, all_floats in batches
+                for (columns, all_floats), batch_keys in zip(batches, keys, strict=True)
             ]
         except Exception as exc:
             stream.pending_tables = None

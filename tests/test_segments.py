@@ -22,6 +22,7 @@ from runstore.segments import (
     header_line,
     read_segment,
     table_from_columns,
+    uniform_keys,
 )
 
 finite = st.floats(allow_nan=False, allow_infinity=False)
@@ -227,3 +228,20 @@ def test_a_large_batch_is_cut_into_lines_that_decode_to_the_batch() -> None:
     decoded = decode_lines(METRICS, b"".join(lines))
     assert decoded.columns["seq"] == list(range(count))
     assert decoded.columns["values"][-1] == {"loss": (count - 1) / 7}
+
+
+def test_uniform_keys_are_found_only_when_every_call_has_them_in_order() -> None:
+    calls = [{"loss": float(i), "acc": 0.5} for i in range(3000)]  # several check slices
+    assert uniform_keys(calls) == ["loss", "acc"]
+    reordered = [*calls[:2500], {"acc": 0.5, "loss": 1.0}, *calls[2501:]]
+    assert uniform_keys(reordered) is None
+    assert uniform_keys([*calls, {"loss": 1.0}]) is None  # fewer keys, last
+    assert uniform_keys([*calls[:1500], {**calls[0], "lr": 0.1}, *calls[1500:]]) is None
+    assert uniform_keys([{1: 0.5}, {1: 0.25}]) is None  # keys JSON would turn to text
+    assert uniform_keys([{}, {}]) is None
+    assert uniform_keys([]) is None
+    table = table_from_columns(
+        METRICS, "w", _metrics([(i, i, "c", d) for i, d in enumerate(calls)]), all_floats=True
+    )
+    assert table.column("key").to_pylist()[:4] == ["loss", "acc", "loss", "acc"]
+    assert table.column("value").to_pylist()[-2:] == [2999.0, 0.5]

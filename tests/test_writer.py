@@ -38,6 +38,19 @@ def test_close_seals_every_segment_into_parquet(root: Path) -> None:
     assert writer.status == "closed" and writer.records_written == 3  # metrics, event, end msg
 
 
+def test_sealed_segments_keep_time_and_order_statistics(root: Path) -> None:
+    # docs/format.md promises min/max of ts and seq: what lets a query skip a file.
+    with open_run(root, env={}) as ctx:
+        for index in range(5):
+            ctx.set_metrics({"a": float(index)}, "c")
+    (name,) = _files(ctx.run_dir, METRICS)
+    meta = pq.ParquetFile(ctx.run_dir / "streams" / METRICS / name).metadata.row_group(0)
+    columns = {meta.column(i).path_in_schema: meta.column(i) for i in range(meta.num_columns)}
+    seq = columns["seq"].statistics
+    assert seq is not None and seq.has_min_max and (seq.min, seq.max) == (1, 5)
+    assert columns["ts"].statistics is not None and columns["ts"].statistics.has_min_max
+
+
 def test_large_segments_are_sealed_while_the_job_runs(root: Path) -> None:
     options = WriterOptions(seal_bytes=2_000, flush_interval=0.01)
     with open_run(root, env={}, options=options) as ctx:
