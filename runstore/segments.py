@@ -14,6 +14,7 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Final
 
@@ -433,11 +434,14 @@ def _uniform_floats_table(
 ) -> pa.Table:
     """The common batch, built in C++: every call logged the same string keys
     (`uniform_keys`), all floats."""
-    records = len(columns["values"])
-    struct = pa.array(columns["values"], pa.struct([(key, pa.float64()) for key in keys]))
+    values = columns["values"]
+    records = len(values)
+    # A column per key, read out of the dicts in C (itemgetter): ~40% less than
+    # converting them as a struct, which looks every field up by name itself.
+    by_key = [pa.array(map(itemgetter(key), values), pa.float64(), size=records) for key in keys]
     parents, position = _row_index(len(keys), records * len(keys))
-    # Row (call i, key j) is value i of child j: child j starts at j * records.
-    value_column = pa.concat_arrays(struct.flatten()).take(
+    # Row (call i, key j) is value i of key j's column, which starts at j * records.
+    value_column = pa.concat_arrays(by_key).take(
         pc.add(pc.multiply(position, _int64(records)), parents)
     )
     key_column = pa.DictionaryArray.from_arrays(
