@@ -412,19 +412,23 @@ def uniform_keys(values: Sequence[dict[Any, Any]]) -> list[str] | None:
 
 
 #: width -> (call of each row, key of each row) for batches of that many keys a call,
-#: sliced for each batch: the same few widths come back batch after batch.
+#: sliced for each batch: the same few widths come back batch after batch. At most
+#: _ROW_INDEX_WIDTHS widths of _ROW_INDEX_MAX_ROWS rows (2 MiB each) are kept.
 _ROW_INDEX: dict[int, tuple[pa.Array, pa.Array]] = {}
-_ROW_INDEX_MAX_ROWS: Final = 1 << 20
+_ROW_INDEX_MAX_ROWS: Final = 1 << 17
+_ROW_INDEX_WIDTHS: Final = 4
 
 
 def _row_index(width: int, count: int) -> tuple[pa.Array, pa.Array]:
     cached = _ROW_INDEX.get(width)
     if cached is None or len(cached[0]) < count:
-        capacity = count if count > _ROW_INDEX_MAX_ROWS else min(_ROW_INDEX_MAX_ROWS, 2 * count)
+        capacity = max(count, min(_ROW_INDEX_MAX_ROWS, 2 * count))
         row = pc.subtract(pc.cumulative_sum(pa.repeat(_ONE, capacity)), _ONE)
         parents = pc.divide(row, _int64(width))  # integer division
         cached = (parents, pc.subtract(row, pc.multiply(parents, _int64(width))))
         if capacity <= _ROW_INDEX_MAX_ROWS:
+            if len(_ROW_INDEX) >= _ROW_INDEX_WIDTHS:
+                _ROW_INDEX.clear()
             _ROW_INDEX[width] = cached
     return cached[0].slice(0, count), cached[1].slice(0, count)
 

@@ -285,6 +285,7 @@ class RunWriter:
             if self.manifest is not None and self.manifest.status == "running" and status:
                 self.update_manifest(status=status, error=error, ended_at=utc_now())
             self._cycle(force_heartbeat=False)
+            self._ballast = []  # no next drain to keep memory for
             for stream in self.buffers.values():
                 self._seal(stream, closing=True)
             self.writer_manifest = self.writer_manifest.model_copy(

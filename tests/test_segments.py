@@ -245,3 +245,13 @@ def test_uniform_keys_are_found_only_when_every_call_has_them_in_order() -> None
     )
     assert table.column("key").to_pylist()[:4] == ["loss", "acc", "loss", "acc"]
     assert table.column("value").to_pylist()[-2:] == [2999.0, 0.5]
+
+
+def test_uniform_batches_of_many_shapes_convert_like_the_exact_path() -> None:
+    # The row index arrays are kept per width and sliced: shapes come and go.
+    for width, count in [(2, 50), (1, 7), (3, 200), (5, 3), (6, 10), (2, 9), (4, 1), (2, 300)]:
+        keys = [f"k{j}" for j in range(width)]
+        records = [(i, i, "c", {k: i + j / 8 for j, k in enumerate(keys)}) for i in range(count)]
+        fast = table_from_columns(METRICS, "w", _metrics(records), all_floats=True)
+        exact = table_from_columns(METRICS, "w", _metrics(records), all_floats=False)
+        assert _same_table(fast, exact), (width, count)
