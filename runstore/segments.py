@@ -329,7 +329,6 @@ def _metric_value(value: Any) -> tuple[float | None, str, str | None]:
 #: as dictionary arrays so that it need not hash every value (see SEAL_SCHEMAS).
 _DICTIONARY_COLUMNS: Final = ("writer", "category", "key", "kind")
 _DICTIONARY: Final = pa.dictionary(pa.int32(), pa.string())
-_KEY_CHECK_SLICE: Final = 1024
 #: The schemas of the tables the writer builds for sealing: SCHEMAS, with the metrics
 #: columns above as dictionaries. The Parquet files read back as SCHEMAS.
 SEAL_SCHEMAS: Final[dict[str, pa.Schema]] = {
@@ -390,6 +389,9 @@ def _assemble_metrics(
         ],
         schema=(SEAL_SCHEMAS if dictionary else SCHEMAS)[METRICS],
     )
+
+
+_KEY_CHECK_SLICE: Final = 1024
 
 
 def uniform_keys(values: Sequence[dict[Any, Any]]) -> list[str] | None:

@@ -71,7 +71,7 @@ _MiB = 1024 * 1024
 #: Keep one record in this many across a drain (see RunWriter._drain): a 1 MiB arena
 #: holds ~3,000 records, so every arena keeps a few.
 _BALLAST_STRIDE = 512
-_IOV_MAX: Final = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16
+_IOV_MAX: Final = os.sysconf("SC_IOV_MAX")
 
 
 @dataclass(frozen=True)
@@ -442,9 +442,16 @@ class RunWriter:
         return True
 
     def _append_lines(self, stream: _Stream) -> None:
-        if stream.written_bytes and _size(self._segment_path(stream)) != stream.written_bytes:
-            self._segment_lost_on_disk(stream)
         path = self._segment_path(stream)
+        size = _size(path) if stream.written_bytes else None
+        if stream.written_bytes and size != stream.written_bytes:
+            if size is not None and size > stream.written_bytes:
+                # Our own last write stopped part way (say the disk filled up): the
+                # records it held are still pending, so drop what it left.
+                os.truncate(path, stream.written_bytes)
+            else:
+                self._segment_lost_on_disk(stream)
+                path = self._segment_path(stream)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         except FileNotFoundError:  # the run directory was removed: make it again
@@ -478,7 +485,7 @@ class RunWriter:
         return stream.directory / name.filename
 
     def _segment_lost_on_disk(self, stream: _Stream) -> None:
-        """The live segment was removed or changed under us (say the run directory was
+        """The live segment was removed or cut short under us (say the run directory was
         deleted): seal its records from memory and go on in a new segment."""
         live = self._segment_path(stream)
         count = stream.segment_records

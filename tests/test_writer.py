@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -16,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import runstore.writer
-from runstore import WriterOptions, open_run, read_run
+from runstore import RuntimeContext, WriterOptions, open_run, read_run
 from runstore.format import METRICS, SCHEMAS, load_writer_manifest
 from runstore.reader import read_stream, segment_files
 from runstore.writer import _write_all
@@ -131,45 +132,76 @@ def test_run_directory_removed_mid_job_is_written_again(
     assert "removed or changed" in capsys.readouterr().err
 
 
+def test_a_write_cut_short_by_a_full_disk_is_finished_without_duplicates(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx = open_run(root, env={})
+    for index in range(5):
+        ctx.set_metrics({"i": float(index)}, "c")
+    ctx.flush()
+
+    def half_then_full(fd: int, chunks: list[bytes]) -> None:
+        data = b"".join(chunks)
+        os.write(fd, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    real = runstore.writer._write_all
+    monkeypatch.setattr(runstore.writer, "_write_all", half_then_full)
+    for index in range(5, 10):
+        ctx.set_metrics({"i": float(index)}, "c")
+    ctx.flush()
+    assert ctx.logger.writer.fault is not None
+    monkeypatch.setattr(runstore.writer, "_write_all", real)
+    ctx.flush()
+    assert ctx.logger.writer.fault is None
+    (name,) = _files(ctx.run_dir, METRICS)  # the same live segment, its cut tail dropped
+    assert name.endswith(".jsonl")
+    live = read_run(ctx.run_dir)
+    assert live.problems == []
+    assert live.metrics.column("value").to_pylist() == [float(i) for i in range(10)]
+    ctx.end_log()
+    ctx.close()
+    sealed = read_run(ctx.run_dir).metrics.column("value").to_pylist()
+    assert sealed == [float(i) for i in range(10)]
+
+
 @pytest.fixture
-def arrow_fails(monkeypatch: pytest.MonkeyPatch) -> dict[str, bool]:
-    """While `failing` is set, the writer cannot convert records to Arrow (a bug)."""
-    state = {"failing": True}
+def unconverted(
+    root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> RuntimeContext:
+    """A run whose first 10 records reached their live segment but not Arrow (the
+    writer's conversion failed: a bug); later records convert again. (After `capsys`,
+    so that the test sees what the failure reported.)"""
     real = runstore.writer.table_from_columns
 
-    def flaky(*args: object, **kwargs: object) -> pa.Table:
-        if state["failing"]:
-            raise pa.ArrowInvalid("simulated conversion bug")
-        return real(*args, **kwargs)  # type: ignore[arg-type]
+    def failing(*args: object, **kwargs: object) -> pa.Table:
+        raise pa.ArrowInvalid("simulated conversion bug")
 
-    monkeypatch.setattr(runstore.writer, "table_from_columns", flaky)
-    return state
-
-
-def test_records_the_writer_could_not_convert_are_sealed_from_the_file(
-    root: Path, arrow_fails: dict[str, bool], capsys: pytest.CaptureFixture[str]
-) -> None:
+    monkeypatch.setattr(runstore.writer, "table_from_columns", failing)
     ctx = open_run(root, env={})
     for index in range(10):
         ctx.set_metrics({"i": float(index)}, "c")
     ctx.flush()
-    arrow_fails["failing"] = False
+    monkeypatch.setattr(runstore.writer, "table_from_columns", real)
+    return ctx
+
+
+def test_records_the_writer_could_not_convert_are_sealed_from_the_file(
+    unconverted: RuntimeContext, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ctx = unconverted
     ctx.end_log()
     ctx.close()
-    assert "sealed from its JSONL" in capsys.readouterr().err
+    assert "sealed from its JSONL" in capsys.readouterr().err  # reported at the failure
     assert _files(ctx.run_dir, METRICS)[0].endswith(".parquet")
     values = read_run(ctx.run_dir).metrics.column("value").to_pylist()
     assert values == [float(i) for i in range(10)]
 
 
 def test_a_removed_segment_held_only_on_disk_is_counted_lost(
-    root: Path, arrow_fails: dict[str, bool], capsys: pytest.CaptureFixture[str]
+    unconverted: RuntimeContext, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    ctx = open_run(root, env={})
-    for index in range(10):
-        ctx.set_metrics({"i": float(index)}, "c")
-    ctx.flush()
-    arrow_fails["failing"] = False
+    ctx = unconverted
     shutil.rmtree(ctx.run_dir)
     for index in range(10, 15):
         ctx.set_metrics({"i": float(index)}, "c")
