@@ -10,6 +10,10 @@ append, fsync at the end), measured in the same process, and prints medians and 
 HEAD~3`), in the same process and interleaved with this one, so a change is judged on
 one machine state: these machines are shared and noisy.
 
+`--fresh` runs every runstore run in a process of its own, as a job is, and adds its
+page faults: in one process, later runs reuse memory the earlier ones had the kernel
+map, which hides what fresh memory costs (~4 µs a page fault on our VMs).
+
 Target (issue 2): at least 500,000 calls/s on one core. The writer's Parquet sealing
 releases the GIL and may use a second core; to hold everything to one core, run it as
 `taskset -c 0 .venv/bin/python benchmarks/bench_logging.py` (Linux).
@@ -23,6 +27,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +36,9 @@ from types import ModuleType
 
 import runstore
 from runstore import WriterOptions, read_run
+
+#: This checkout: what `--fresh` puts first on a new process's path.
+_CHECKOUT = Path(__file__).resolve().parents[1]
 
 
 def load_other(checkout: Path, scratch: Path) -> ModuleType:
@@ -73,33 +81,71 @@ def runstore_run(
     return time.perf_counter() - start, ctx.run_dir
 
 
+def fresh_run(
+    checkout: Path, directory: Path, calls: int, flush_interval: float
+) -> tuple[float, Path, int]:
+    """`runstore_run` of `checkout`'s runstore in a new process; and its page faults."""
+    code = (
+        "import json, resource, sys\n"
+        "from pathlib import Path\n"
+        "import bench_logging as bench\n"
+        "args = Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])\n"
+        "seconds, run_dir = bench.runstore_run(*args)\n"
+        "faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+        "print(json.dumps([seconds, str(run_dir), faults]))\n"
+    )
+    path = os.pathsep.join([str(checkout), str(Path(__file__).parent)])
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(directory), str(calls), str(flush_interval)],
+        env={**os.environ, "PYTHONPATH": path},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    seconds, run_dir, faults = json.loads(done.stdout)
+    return seconds, Path(run_dir), faults
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--flush-interval", type=float, default=WriterOptions.flush_interval)
     parser.add_argument("--against", type=Path, help="another checkout to compare with")
+    parser.add_argument("--fresh", action="store_true", help="each runstore run in a new process")
     args = parser.parse_args()
     base_times, ours_times, other_times, run_dir = [], [], [], None
+    ours_faults: list[int] = []
+    other_faults: list[int] = []
     scratch = Path(tempfile.mkdtemp(prefix="runstore-bench-"))
     try:
-        other = load_other(args.against, scratch) if args.against else None
+        other = load_other(args.against, scratch) if args.against and not args.fresh else None
         for repeat in range(args.repeats):
             base_dir = scratch / f"base-{repeat}"
             base_dir.mkdir()
             base_times.append(baseline(base_dir, args.calls))
             runs = scratch / f"runs-{repeat}"
-            order = [runstore, other] if other is not None else [runstore]
-            for package in order if repeat % 2 else order[::-1]:  # alternate the first
-                if package is runstore:
-                    seconds, run_dir = runstore_run(runs, args.calls, args.flush_interval)
-                    ours_times.append(seconds)
-                else:
-                    other_dir = scratch / f"other-{repeat}"
-                    other_times.append(
-                        runstore_run(other_dir, args.calls, args.flush_interval, package)[0]
+            order = ["ours", "other"] if args.against else ["ours"]
+            for which in order if repeat % 2 else order[::-1]:  # alternate the first
+                directory = runs if which == "ours" else scratch / f"other-{repeat}"
+                checkout = _CHECKOUT if which == "ours" else args.against
+                if args.fresh:
+                    seconds, made, faults = fresh_run(
+                        checkout, directory, args.calls, args.flush_interval
                     )
-                    shutil.rmtree(other_dir, ignore_errors=True)
+                    (ours_faults if which == "ours" else other_faults).append(faults)
+                else:
+                    package = runstore if which == "ours" else other
+                    assert package is not None
+                    seconds, made = runstore_run(
+                        directory, args.calls, args.flush_interval, package
+                    )
+                if which == "ours":
+                    ours_times.append(seconds)
+                    run_dir = made
+                else:
+                    other_times.append(seconds)
+                    shutil.rmtree(directory, ignore_errors=True)
         assert run_dir is not None
         rows = read_run(run_dir).metrics.num_rows
         assert rows == 2 * args.calls, f"expected {2 * args.calls} metric rows, read {rows}"
@@ -112,7 +158,8 @@ def main() -> None:
     points = 2 * args.calls
     print(
         f"set_metrics with 2 values, {args.calls:,} calls, median of {args.repeats}, "
-        f"flush every {args.flush_interval * 1000:g} ms:"
+        f"flush every {args.flush_interval * 1000:g} ms"
+        + (", each runstore run in a new process:" if args.fresh else ":")
     )
     print(
         f"  json.dumps + append (baseline): {base_rate:>12,.0f} calls/s  "
@@ -122,6 +169,8 @@ def main() -> None:
         f"  runstore (open to close):       {ours_rate:>12,.0f} calls/s  "
         f"{size / points:5.1f} bytes/point"
     )
+    if ours_faults:
+        print(f"  page faults per runstore run:   {statistics.median(ours_faults):>12,.0f}")
     print(f"  ratio runstore / baseline:      {ours_rate / base_rate:>12.2f}x")
     if other_times:
         other_rate = args.calls / statistics.median(other_times)
@@ -129,6 +178,8 @@ def main() -> None:
             f"  {str(args.against)[:30]:<30}  {other_rate:>12,.0f} calls/s  "
             f"(this checkout: {ours_rate / other_rate:.3f}x of it)"
         )
+        if other_faults:
+            print(f"  page faults per run there:      {statistics.median(other_faults):>12,.0f}")
     print(f"  per call: {1e9 / ours_rate:,.0f} ns (target: <= 2,000 ns, i.e. >= 500,000/s)")
 
 
