@@ -92,17 +92,20 @@ def fresh_run(
         "args = Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])\n"
         "seconds, run_dir = bench.runstore_run(*args)\n"
         "faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
-        "print(json.dumps([seconds, str(run_dir), faults]))\n"
+        "print(json.dumps([seconds, str(run_dir), faults, bench.runstore.__file__]))\n"
     )
     path = os.pathsep.join([str(checkout), str(Path(__file__).parent)])
     done = subprocess.run(
-        [sys.executable, "-c", code, str(directory), str(calls), str(flush_interval)],
+        # -P: no current directory on the path, so PYTHONPATH picks the checkout.
+        [sys.executable, "-P", "-c", code, str(directory), str(calls), str(flush_interval)],
         env={**os.environ, "PYTHONPATH": path},
         capture_output=True,
         text=True,
         check=True,
     )
-    seconds, run_dir, faults = json.loads(done.stdout)
+    seconds, run_dir, faults, package = json.loads(done.stdout)
+    if not Path(package).resolve().is_relative_to(checkout.resolve()):
+        raise SystemExit(f"--fresh: ran the runstore in {package}, not the one in {checkout}")
     return seconds, Path(run_dir), faults
 
 
