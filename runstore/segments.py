@@ -9,6 +9,7 @@ works on whole lists in C (orjson, pyarrow) rather than record by record in Pyth
 
 from __future__ import annotations
 
+import enum
 import itertools
 import math
 import os
@@ -38,6 +39,7 @@ __all__ = [
     "JSON_OPTIONS",
     "MAX_RECORDS_PER_LINE",
     "SEAL_SCHEMAS",
+    "UNCHECKED",
     "Columns",
     "DecodedLines",
     "JsonText",
@@ -394,6 +396,14 @@ def _assemble_metrics(
 _KEY_CHECK_SLICE: Final = 1024
 
 
+class _Unchecked(enum.Enum):
+    UNCHECKED = enum.auto()
+
+
+#: `table_from_columns(keys=...)` when the caller has not looked for `uniform_keys`.
+UNCHECKED: Final = _Unchecked.UNCHECKED
+
+
 def uniform_keys(values: Sequence[dict[Any, Any]]) -> list[str] | None:
     """The keys of the first record if every record has exactly those string keys, in
     that order (the usual training loop); else None."""
@@ -462,7 +472,7 @@ def _metrics_table(
     writer: str,
     columns: Columns,
     all_floats: bool | None,
-    keys: list[str] | None,
+    keys: list[str] | _Unchecked | None,
     dictionary: bool,
 ) -> pa.Table:
     values = columns["values"]
@@ -471,18 +481,19 @@ def _metrics_table(
         flat = list(itertools.chain.from_iterable(map(dict.values, values)))
         all_floats = set(map(type, flat)) <= {float}
     if all_floats:
-        keys = keys or uniform_keys(values)
+        if keys is UNCHECKED:
+            keys = uniform_keys(values)
         if keys is not None:
             return _uniform_floats_table(writer, columns, keys, dictionary)
     if flat is None:
         flat = list(itertools.chain.from_iterable(map(dict.values, values)))
     counts = pa.array(map(len, values), pa.int32(), size=len(values))
     offsets = pa.concat_arrays([pa.array([0], pa.int32()), pc.cumulative_sum(counts)])
-    keys = list(itertools.chain.from_iterable(values))
+    every_key = list(itertools.chain.from_iterable(values))
     try:
-        key_column = pa.array(keys, pa.string())
+        key_column = pa.array(every_key, pa.string())
     except (pa.ArrowException, TypeError):
-        key_column = pa.array([k if type(k) is str else str(k) for k in keys], pa.string())
+        key_column = pa.array([k if type(k) is str else str(k) for k in every_key], pa.string())
     parents = pc.list_parent_indices(pa.ListArray.from_arrays(offsets, key_column))
     kind_column = text_column = None
     if all_floats:
@@ -523,7 +534,7 @@ def table_from_columns(
     columns: Columns,
     *,
     all_floats: bool | None = None,
-    keys: list[str] | None = None,
+    keys: list[str] | _Unchecked | None = UNCHECKED,
     dictionary: bool = False,
 ) -> pa.Table:
     """An Arrow table (schema `SCHEMAS[stream]`) of a batch of records, in memory or
@@ -531,7 +542,8 @@ def table_from_columns(
 
     `all_floats` says whether every metric value is a float (the writer knows; None:
     find out), which allows a conversion in C++ that keeps no per-value kinds;
-    `keys`, the batch's `uniform_keys` if the caller found them (None: find out).
+    `keys`: the batch's `uniform_keys` if the caller has looked (None: they differ),
+    else UNCHECKED (then they are looked for here).
     `dictionary`: a table of `SEAL_SCHEMAS[stream]`, for sealing.
 
     Raises `pa.ArrowException`/`TypeError`/`ValueError` if a record holds values of the

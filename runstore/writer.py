@@ -55,10 +55,10 @@ from .segments import (
     Columns,
     atomic_write_bytes,
     columns_of_records,
-    decode_lines,
     encode_lines,
     fsync_dir,
     header_line,
+    read_segment,
     record_count,
     table_from_columns,
     uniform_keys,
@@ -492,14 +492,17 @@ class RunWriter:
         if stream.tables:
             self._report(f"{live} was removed or changed; writing its {count} records again")
             stream.directory.mkdir(parents=True, exist_ok=True)
-            write_parquet_atomic(
-                pa.concat_tables(stream.tables), self._segment_path(stream, sealed=True)
-            )
-            live.unlink(missing_ok=True)
+            self._write_sealed(stream, pa.concat_tables(stream.tables))
         else:  # only the file held them (their conversion to Arrow failed)
             self._report(f"{live} was removed or changed; its {count} records are lost")
             self.writer_manifest.lost_records += count
         self._next_segment(stream)
+
+    def _write_sealed(self, stream: _Stream, table: pa.Table) -> None:
+        """The live segment's records as its Parquet file; then the JSONL goes."""
+        write_parquet_atomic(table, self._segment_path(stream, sealed=True))
+        self._segment_path(stream).unlink(missing_ok=True)
+        fsync_dir(stream.directory)
 
     def _next_segment(self, stream: _Stream) -> None:
         stream.number += 1
@@ -515,20 +518,16 @@ class RunWriter:
         if not closing and now < stream.next_seal_attempt:
             return
         live = self._segment_path(stream)
-        sealed = self._segment_path(stream, sealed=True)
         try:
             if stream.pending:
                 raise OSError(f"{len(stream.pending)} lines of this segment are not written yet")
             if stream.tables:
                 table = pa.concat_tables(stream.tables)
-            else:
-                decoded = decode_lines(stream.name, live.read_bytes(), where=str(live))
-                table = table_from_columns(
-                    stream.name, self.writer_id, decoded.columns, dictionary=True
-                )
-            write_parquet_atomic(table, sealed)
-            live.unlink(missing_ok=True)
-            fsync_dir(stream.directory)
+            else:  # read as any reader reads it: a record of bad values is reported
+                table, problems = read_segment(stream.name, live, self.writer_id)
+                for problem in problems:
+                    self._report(problem)
+            self._write_sealed(stream, table)
         except OSError as exc:
             stream.next_seal_attempt = now + 5.0
             self._fault_seen(f"cannot seal {live.name}: {exc.strerror or exc}")

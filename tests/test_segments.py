@@ -7,9 +7,11 @@ from pathlib import Path
 
 import orjson
 import pyarrow as pa
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from runstore import segments
 from runstore.format import EVENTS, METRICS, PROGRESS, SCHEMAS
 from runstore.reader import decode_metric
 from runstore.segments import (
@@ -255,3 +257,19 @@ def test_uniform_batches_of_many_shapes_convert_like_the_exact_path() -> None:
         fast = table_from_columns(METRICS, "w", _metrics(records), all_floats=True)
         exact = table_from_columns(METRICS, "w", _metrics(records), all_floats=False)
         assert _same_table(fast, exact), (width, count)
+
+
+def test_keys_the_caller_found_are_not_looked_for_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The writer finds a batch's uniform keys once, for the latest values and Arrow.
+    records = [(i, i, "c", {"loss": i / 4, "acc": 0.5}) for i in range(5)]
+    expected = table_from_columns(METRICS, "w", _metrics(records), all_floats=True)
+
+    def looked(values: object) -> None:
+        raise AssertionError("uniform_keys called again")
+
+    monkeypatch.setattr(segments, "uniform_keys", looked)
+    for keys in (["loss", "acc"], None):
+        found = table_from_columns(METRICS, "w", _metrics(records), all_floats=True, keys=keys)
+        assert _same_table(found, expected)
+    with pytest.raises(AssertionError, match="called again"):
+        table_from_columns(METRICS, "w", _metrics(records), all_floats=True)
