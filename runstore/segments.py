@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ._native import FloatRows, float_rows
 from .errors import RunstoreError
 from .format import (
     EVENTS,
@@ -47,6 +48,7 @@ __all__ = [
     "columns_of_records",
     "decode_lines",
     "encode_lines",
+    "float_rows_table",
     "fsync_dir",
     "header_line",
     "read_segment",
@@ -468,6 +470,24 @@ def _uniform_floats_table(
     )
 
 
+def float_rows_table(writer: str, rows: FloatRows, dictionary: bool) -> pa.Table:
+    """The metrics table of a batch the C speedups converted (all floats)."""
+    count = len(rows.value)
+    return pa.table(
+        [
+            rows.ts,
+            _constant(writer, count, dictionary),
+            rows.seq,
+            _text(rows.category, dictionary),
+            _text(rows.key, dictionary),
+            rows.value,
+            _constant("float", count, dictionary),
+            pa.nulls(count, pa.string()),
+        ],
+        schema=(SEAL_SCHEMAS if dictionary else SCHEMAS)[METRICS],
+    )
+
+
 def _metrics_table(
     writer: str,
     columns: Columns,
@@ -475,6 +495,10 @@ def _metrics_table(
     keys: list[str] | _Unchecked | None,
     dictionary: bool,
 ) -> pa.Table:
+    if all_floats is not False:
+        rows = float_rows(columns)
+        if rows is not None:
+            return float_rows_table(writer, rows, dictionary)
     values = columns["values"]
     flat: list[Any] | None = None
     if all_floats is None:

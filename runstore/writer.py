@@ -27,12 +27,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ._latest import LatestMetrics
+from ._native import float_rows
 from ._process import process_start_time, ray_labels
 from .errors import RunDirectoryError
 from .format import (
@@ -56,6 +57,7 @@ from .segments import (
     atomic_write_bytes,
     columns_of_records,
     encode_lines,
+    float_rows_table,
     fsync_dir,
     header_line,
     read_segment,
@@ -93,6 +95,15 @@ class WriterOptions:
 
 def new_writer_id() -> str:
     return f"w{os.getpid()}-{secrets.token_hex(3)}"
+
+
+class _Hint(NamedTuple):
+    """What converting a metrics batch found out, for the steps after it."""
+
+    #: The batch's `uniform_keys`, or None (differ, or not looked for).
+    keys: list[str] | None
+    #: Every value a finite float: JSON needs none of orjson's slower options.
+    finite: bool
 
 
 @dataclass
@@ -367,24 +378,16 @@ class RunWriter:
             self._ballast = [
                 values[::_BALLAST_STRIDE] for columns, _ in batches for values in columns.values()
             ]
-            # Whether a batch's calls all logged the same keys (the usual loop), found
-            # once for the latest values and the Arrow conversion alike.
-            keys = [uniform_keys(columns["values"]) for columns, _ in batches]
-            for (columns, _), batch_keys in zip(batches, keys, strict=True):
-                self._latest.fold(columns, batch_keys)
-        else:
-            keys = [None] * len(batches)
-        tables = self._tables(stream, batches, keys)
+        tables, hints = self._tables(stream, batches)
+        if stream.name == METRICS:
+            for (columns, _), hint in zip(batches, hints, strict=True):
+                self._latest.fold(columns, hint.keys)
         try:
             data = [
                 line
-                for index, (columns, all_floats) in enumerate(batches)
-                for line in encode_lines(
-                    stream.name,
-                    columns,
-                    # Known finite floats: no search for what JSON would write as null.
-                    finite=bool(all_floats and tables and _all_finite(tables[index])),
-                )
+                for (columns, _), hint in zip(batches, hints, strict=True)
+                # Known finite floats: no search for what JSON would write as null.
+                for line in encode_lines(stream.name, columns, finite=hint.finite)
             ]
         except Exception as exc:  # a bug, not a storage fault: count it, never hide it
             self._lost(count)
@@ -402,34 +405,45 @@ class RunWriter:
             self._lost(dropped_count)
 
     def _tables(
-        self,
-        stream: _Stream,
-        batches: list[tuple[Columns, bool | None]],
-        keys: list[list[str] | None],
-    ) -> list[pa.Table] | None:
+        self, stream: _Stream, batches: list[tuple[Columns, bool | None]]
+    ) -> tuple[list[pa.Table] | None, list[_Hint]]:
         """The batches as Arrow tables for sealing, or None (then the segment is sealed
-        from its JSONL)."""
-        if stream.pending_tables is None:
-            return None
+        from its JSONL); and what the conversion learnt of each batch."""
+        metrics = stream.name == METRICS
+        tables: list[pa.Table] = []
+        hints: list[_Hint] = []
         try:
-            return [
-                table_from_columns(
+            for columns, all_floats in batches:
+                # Whether a batch's calls all logged the same keys (the usual loop), found
+                # once for the Arrow conversion and the latest values alike.
+                rows = float_rows(columns) if all_floats else None
+                if rows is not None:  # converted in C in one pass
+                    hints.append(_Hint(rows.keys if rows.uniform else None, rows.finite))
+                    if stream.pending_tables is not None:
+                        tables.append(float_rows_table(self.writer_id, rows, dictionary=True))
+                    continue
+                keys = uniform_keys(columns["values"]) if metrics else None
+                if stream.pending_tables is None:
+                    hints.append(_Hint(keys, False))
+                    continue
+                table = table_from_columns(
                     stream.name,
                     self.writer_id,
                     columns,
                     all_floats=all_floats,
-                    keys=batch_keys,
+                    keys=keys,
                     dictionary=True,
                 )
-                for (columns, all_floats), batch_keys in zip(batches, keys, strict=True)
-            ]
+                tables.append(table)
+                hints.append(_Hint(keys, bool(all_floats) and _all_finite(table)))
         except Exception as exc:
             stream.pending_tables = None
             self._report(
                 f"cannot convert {stream.name} records to Arrow ({exc!r}); "
                 "the segment will be sealed from its JSONL"
             )
-            return None
+            hints += [_Hint(None, False)] * (len(batches) - len(hints))
+        return (tables if stream.pending_tables is not None else None), hints
 
     def _write_pending(self, stream: _Stream) -> bool:
         if not stream.pending:

@@ -3,7 +3,10 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -27,3 +30,45 @@ def root(tmp_path: Path) -> Path:
     path = tmp_path / "runs"
     path.mkdir()
     return path
+
+
+#: The two ways runstore runs: with its C speedups, and as pure Python.
+IMPLEMENTATIONS = ["c", "python"]
+
+
+@contextmanager
+def implementation(kind: str) -> Iterator[None]:
+    """Run the block with the C speedups ("c"; skipped where they are not built) or as
+    pure Python ("python"), whichever this process loaded."""
+    import runstore._native
+    import runstore.context
+
+    built = runstore._native.speedups or _BUILT
+    if kind == "c" and built is None:
+        pytest.skip("runstore._speedups is not built (no C compiler at install)")
+    chosen = built if kind == "c" else None
+    saved = runstore._native.speedups, runstore.context.speedups
+    runstore._native.speedups = runstore.context.speedups = chosen
+    try:
+        yield
+    finally:
+        runstore._native.speedups, runstore.context.speedups = saved
+
+
+def _built() -> ModuleType | None:
+    try:
+        from runstore import _speedups  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    module: ModuleType = _speedups
+    return module
+
+
+_BUILT = _built()
+
+
+@pytest.fixture
+def pure_python() -> Iterator[None]:
+    """Run the test as pure Python (the paths a machine without a C compiler takes)."""
+    with implementation("python"):
+        yield

@@ -27,6 +27,8 @@ from runstore.segments import (
     uniform_keys,
 )
 
+from .conftest import IMPLEMENTATIONS, implementation
+
 finite = st.floats(allow_nan=False, allow_infinity=False)
 metric_values = st.one_of(
     st.floats(),  # NaN and infinities included
@@ -100,11 +102,15 @@ def test_metrics_round_trip_through_jsonl_with_their_types(
     assert keys == [k for r in records for k in r[3]]  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("kind", IMPLEMENTATIONS)
 @given(st.lists(st.tuples(st.floats(), finite), max_size=30))
 @settings(max_examples=50, deadline=None)
-def test_all_float_fast_path_matches_exact_path(pairs: list[tuple[float, float]]) -> None:
+def test_all_float_fast_path_matches_exact_path(
+    kind: str, pairs: list[tuple[float, float]]
+) -> None:
     records = [(i, i, "c", {"a": a, "b": b}) for i, (a, b) in enumerate(pairs)]
-    fast = table_from_columns(METRICS, "w", _metrics(records), all_floats=True)
+    with implementation(kind):
+        fast = table_from_columns(METRICS, "w", _metrics(records), all_floats=True)
     exact = table_from_columns(METRICS, "w", _metrics(records), all_floats=False)
     assert _same_table(fast, exact)
 
@@ -202,13 +208,15 @@ def test_unreadable_parquet_segment_is_reported(tmp_path: Path) -> None:
     assert table.num_rows == 0 and "unreadable Parquet" in problems[0]
 
 
+@pytest.mark.parametrize("kind", IMPLEMENTATIONS)
 @given(st.lists(st.dictionaries(st.sampled_from("abcd"), finite, min_size=1), max_size=20))
 @settings(max_examples=50, deadline=None)
 def test_all_float_batches_with_varying_keys_match_the_exact_path(
-    maps: list[dict[str, float]],
+    kind: str, maps: list[dict[str, float]]
 ) -> None:
-    records = [(i, i, None if i % 3 else "c", m) for i, m in enumerate(maps)]
-    fast = table_from_columns(METRICS, "w", _metrics(records), all_floats=True)
+    records = [(i, i, ("c", "d")[i % 2] if i % 3 else "c", m) for i, m in enumerate(maps)]
+    with implementation(kind):
+        fast = table_from_columns(METRICS, "w", _metrics(records), all_floats=True)
     exact = table_from_columns(METRICS, "w", _metrics(records), all_floats=False)
     assert _same_table(fast, exact)
 
@@ -249,6 +257,7 @@ def test_uniform_keys_are_found_only_when_every_call_has_them_in_order() -> None
     assert table.column("value").to_pylist()[-2:] == [2999.0, 0.5]
 
 
+@pytest.mark.usefixtures("pure_python")  # the Python path's row index cache
 def test_uniform_batches_of_many_shapes_convert_like_the_exact_path() -> None:
     # The row index arrays are kept per width and sliced: shapes come and go.
     for width, count in [(2, 50), (1, 7), (3, 200), (5, 3), (6, 10), (2, 9), (4, 1), (2, 300)]:
@@ -259,6 +268,7 @@ def test_uniform_batches_of_many_shapes_convert_like_the_exact_path() -> None:
         assert _same_table(fast, exact), (width, count)
 
 
+@pytest.mark.usefixtures("pure_python")  # the C conversion looks at keys in its one pass
 def test_keys_the_caller_found_are_not_looked_for_again(monkeypatch: pytest.MonkeyPatch) -> None:
     # The writer finds a batch's uniform keys once, for the latest values and Arrow.
     records = [(i, i, "c", {"loss": i / 4, "acc": 0.5}) for i in range(5)]

@@ -172,17 +172,18 @@ def unconverted(
     """A run whose first 10 records reached their live segment but not Arrow (the
     writer's conversion failed: a bug); later records convert again. (After `capsys`,
     so that the test sees what the failure reported.)"""
-    real = runstore.writer.table_from_columns
 
     def failing(*args: object, **kwargs: object) -> pa.Table:
         raise pa.ArrowInvalid("simulated conversion bug")
 
-    monkeypatch.setattr(runstore.writer, "table_from_columns", failing)
-    ctx = open_run(root, env={})
-    for index in range(10):
-        ctx.set_metrics({"i": float(index)}, "c")
-    ctx.flush()
-    monkeypatch.setattr(runstore.writer, "table_from_columns", real)
+    # Both ways the writer converts: in Python, and from the C speedups' rows.
+    with monkeypatch.context() as patch:
+        patch.setattr(runstore.writer, "table_from_columns", failing)
+        patch.setattr(runstore.writer, "float_rows_table", failing)
+        ctx = open_run(root, env={})
+        for index in range(10):
+            ctx.set_metrics({"i": float(index)}, "c")
+        ctx.flush()
     return ctx
 
 

@@ -1,0 +1,86 @@
+"""The optional C speedups (`runstore/_speedups.c`) and the Arrow side of them.
+
+Built when runstore is installed where a C compiler is; without them runstore works the
+same, only slower. `RUNSTORE_PURE_PYTHON=1` turns them off, to compare or to rule them out
+(read at import). Tests run both ways and check that the two agree.
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+from typing import Any, Final
+
+import pyarrow as pa
+
+from .format import METRICS, SCHEMAS
+
+__all__ = ["PURE_PYTHON_VARIABLE", "FloatRows", "float_rows", "speedups"]
+
+#: The environment variable that keeps runstore to pure Python.
+PURE_PYTHON_VARIABLE: Final = "RUNSTORE_PURE_PYTHON"
+
+
+def _load() -> ModuleType | None:
+    if os.environ.get(PURE_PYTHON_VARIABLE, "") not in ("", "0"):
+        return None
+    try:
+        from . import _speedups  # type: ignore[attr-defined]
+    except ImportError:  # installed without a C compiler
+        return None
+    module: ModuleType = _speedups
+    return module
+
+
+#: The C module, or None when runstore runs as pure Python.
+speedups: ModuleType | None = _load()
+
+_INT64: Final = pa.int64()
+_INT32: Final = pa.int32()
+_FLOAT64: Final = pa.float64()
+_TS: Final = SCHEMAS[METRICS].field("ts").type
+
+
+class FloatRows:
+    """A batch of all-float metrics calls as the columns of the metrics table, one row
+    per key of a call: Arrow arrays over buffers the C code filled in one pass."""
+
+    __slots__ = ("categories", "category", "finite", "key", "keys", "seq", "ts", "uniform", "value")
+
+    def __init__(self, rows: int, buffers: list[pa.Buffer], found: tuple[Any, ...]) -> None:
+        ts, seq, value, key, category = buffers
+        self.keys: list[str] = found[0]
+        self.categories: list[str] = found[1]
+        #: One category, every call the keys of the first in its order (a training loop).
+        self.uniform: bool = found[2]
+        #: No NaN or infinity among the values.
+        self.finite: bool = found[3]
+        self.ts = pa.Array.from_buffers(_TS, rows, [None, ts])
+        self.seq = pa.Array.from_buffers(_INT64, rows, [None, seq])
+        self.value = pa.Array.from_buffers(_FLOAT64, rows, [None, value])
+        self.key = pa.DictionaryArray.from_arrays(
+            pa.Array.from_buffers(_INT32, rows, [None, key]), pa.array(self.keys, pa.string())
+        )
+        self.category = pa.DictionaryArray.from_arrays(
+            pa.Array.from_buffers(_INT32, rows, [None, category]),
+            pa.array(self.categories, pa.string()),
+        )
+
+
+def float_rows(columns: dict[str, list[Any]]) -> FloatRows | None:
+    """The metrics batch `columns` as FloatRows, or None: no speedups, or a call with a
+    value that is not a float (or a key that is not a string)."""
+    if speedups is None:
+        return None
+    values = columns["values"]
+    rows = speedups.count_rows(values)
+    if rows is None:
+        return None
+    # Arrow's memory pool keeps freed pages for the next batch: fresh pages from the OS
+    # would each cost a page fault (~4 µs on a VM).
+    buffers = [pa.allocate_buffer(rows * 8) for _ in range(3)]
+    buffers += [pa.allocate_buffer(rows * 4) for _ in range(2)]
+    found = speedups.fill_float_rows(
+        columns["ts_ns"], columns["seq"], columns["category"], values, rows, *buffers
+    )
+    return None if found is None else FloatRows(rows, buffers, found)
