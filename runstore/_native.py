@@ -15,7 +15,14 @@ import pyarrow as pa
 
 from .format import METRICS, SCHEMAS
 
-__all__ = ["PURE_PYTHON_VARIABLE", "FloatRows", "float_rows", "speedups"]
+__all__ = [
+    "PURE_PYTHON_VARIABLE",
+    "FloatRows",
+    "batch_rows",
+    "float_rows",
+    "metrics_buffer",
+    "speedups",
+]
 
 #: The environment variable that keeps runstore to pure Python.
 PURE_PYTHON_VARIABLE: Final = "RUNSTORE_PURE_PYTHON"
@@ -67,6 +74,26 @@ class FloatRows:
         )
 
 
+def metrics_buffer() -> Any:
+    """A new `MetricsBuffer` (C arrays of all-float calls) for a writer, or None."""
+    return None if speedups is None else speedups.MetricsBuffer()
+
+
+def _buffers(rows: int) -> list[pa.Buffer]:
+    # Arrow's memory pool keeps freed pages for the next batch: fresh pages from the OS
+    # would each cost a page fault (~4 µs on a VM).
+    return [pa.allocate_buffer(rows * 8) for _ in range(3)] + [
+        pa.allocate_buffer(rows * 4) for _ in range(2)
+    ]
+
+
+def batch_rows(batch: Any) -> FloatRows:
+    """A batch taken from a `MetricsBuffer` as FloatRows."""
+    rows: int = batch.rows
+    buffers = _buffers(rows)
+    return FloatRows(rows, buffers, batch.fill(*buffers))
+
+
 def float_rows(columns: dict[str, list[Any]]) -> FloatRows | None:
     """The metrics batch `columns` as FloatRows, or None: no speedups, or a call with a
     value that is not a float (or a key that is not a string)."""
@@ -76,10 +103,7 @@ def float_rows(columns: dict[str, list[Any]]) -> FloatRows | None:
     rows = speedups.count_rows(values)
     if rows is None:
         return None
-    # Arrow's memory pool keeps freed pages for the next batch: fresh pages from the OS
-    # would each cost a page fault (~4 µs on a VM).
-    buffers = [pa.allocate_buffer(rows * 8) for _ in range(3)]
-    buffers += [pa.allocate_buffer(rows * 4) for _ in range(2)]
+    buffers = _buffers(rows)
     found = speedups.fill_float_rows(
         columns["ts_ns"], columns["seq"], columns["category"], values, rows, *buffers
     )

@@ -22,8 +22,7 @@ from typing import Any, Final
 
 import orjson
 
-from . import __version__
-from ._native import speedups
+from . import __version__, _native
 from .env import PluginEnvironment, mask_secrets
 from .errors import FinishedLoggerError, RunDirectoryError, RunstoreWarning
 from .format import (
@@ -151,15 +150,12 @@ class RunLogger:
         self._append_progress = writer.buffers[PROGRESS].records.append
         self._append_event = writer.buffers[EVENTS].records.append
         self._recorder: Any = None
-        if speedups is not None and type(self).set_metrics is RunLogger.set_metrics:
-            # The same method in C (runstore/_speedups.c), ~5x faster; every call it
-            # does not take (not all floats, keywords, finished) comes to the method.
+        floats, speedups = writer.buffers[METRICS].floats, _native.speedups
+        if floats is not None and speedups and type(self).set_metrics is RunLogger.set_metrics:
+            # The same method in C (runstore/_speedups.c): an all-float call goes into C
+            # arrays with no Python object made; every other call comes to the method.
             self._recorder = speedups.MetricsRecorder(
-                writer.buffers[METRICS].records,
-                self._seq,
-                writer.wake,
-                RunLogger.set_metrics.__get__(self),
-                _WAKE_MASK,
+                floats, self._seq, writer.wake, RunLogger.set_metrics.__get__(self), _WAKE_MASK
             )
             self.set_metrics = self._recorder  # type: ignore[method-assign]
 

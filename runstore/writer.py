@@ -29,11 +29,12 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, Final, NamedTuple
 
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ._latest import LatestMetrics
-from ._native import float_rows
+from ._native import batch_rows, float_rows, metrics_buffer
 from ._process import process_start_time, ray_labels
 from .errors import RunDirectoryError
 from .format import (
@@ -53,6 +54,7 @@ from .format import (
     utc_now,
 )
 from .segments import (
+    MAX_RECORDS_PER_LINE,
     Columns,
     atomic_write_bytes,
     columns_of_records,
@@ -74,6 +76,8 @@ _MiB = 1024 * 1024
 #: holds ~3,000 records, so every arena keeps a few.
 _BALLAST_STRIDE = 512
 _IOV_MAX: Final = os.sysconf("SC_IOV_MAX")
+#: How the C speedups format floats and names in live lines: as everything else is.
+_DUMPS: Final = orjson.dumps
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,9 @@ class _Stream:
     records: list[Any] = field(default_factory=list)
     #: Metrics records with a value that is not a float (converted value by value).
     mixed: list[Any] = field(default_factory=list)
+    #: All-float metrics calls in C arrays (`runstore._speedups.MetricsBuffer`), where the
+    #: C `set_metrics` puts them; None without the speedups (or for other streams).
+    floats: Any = None
     number: int = 1
     #: Records written to the live segment.
     segment_records: int = 0
@@ -142,6 +149,9 @@ class _Stream:
         for name in self.__dataclass_fields__:
             if name in ("records", "mixed"):
                 del getattr(self, name)[:]
+            elif name == "floats":
+                if self.floats is not None:
+                    self.floats.clear()
             else:
                 setattr(self, name, getattr(fresh, name))
 
@@ -174,6 +184,7 @@ class RunWriter:
         self.seq = itertools.count(1)
         self.manifest = manifest
         self.buffers = {name: _Stream(name, run_dir / STREAMS_DIR / name) for name in STREAMS}
+        self.buffers[METRICS].floats = metrics_buffer()
         self._labels = dict(labels or {})
         self.writer_manifest = self._new_writer_manifest()
         self._io_lock = threading.RLock()
@@ -272,6 +283,8 @@ class RunWriter:
         stream = self.buffers[METRICS]
         with self._io_lock:  # the writer thread drains under it
             pending = [_metric_columns(stream.records), _metric_columns(stream.mixed)]
+            if stream.floats is not None:
+                pending.append(_batch_columns(stream.floats))
             return self._latest.snapshot(pending)
 
     def flush(self) -> None:
@@ -366,11 +379,14 @@ class RunWriter:
                 self._write_writer_manifest(durable=False)
 
     def _drain(self, stream: _Stream) -> None:
+        native = _take_floats(stream)
         batches = _take_batches(stream)
         count = sum(record_count(columns) for columns, _ in batches)
+        if native is not None:
+            count += len(native)
         if not count:
             return
-        if stream.name == METRICS:
+        if stream.name == METRICS and batches:
             # The batch's objects fill whole 1 MiB arenas of Python's allocator, which
             # hands an arena back to the OS once all of it is free: the next batch would
             # then fault in fresh pages (~4 µs a page on a VM; ~100 ns per record). A few
@@ -389,6 +405,8 @@ class RunWriter:
                 # Known finite floats: no search for what JSON would write as null.
                 for line in encode_lines(stream.name, columns, finite=hint.finite)
             ]
+            if native is not None:
+                data += self._native_batch(stream, native, tables)
         except Exception as exc:  # a bug, not a storage fault: count it, never hide it
             self._lost(count)
             self._report(f"cannot encode {count} {stream.name} records ({exc!r}); lost")
@@ -403,6 +421,30 @@ class RunWriter:
             stream.pending_bytes -= sum(map(len, dropped))
             stream.pending_tables = None  # no longer lines up with `pending`
             self._lost(dropped_count)
+
+    def _native_batch(
+        self, stream: _Stream, batch: Any, tables: list[pa.Table] | None
+    ) -> list[bytes]:
+        """A batch of C-recorded calls: folded into the latest values, converted to Arrow
+        (added to `tables`) and to JSONL lines (returned), each in one C pass."""
+        if batch.uniform:  # one category and key set: the newest call holds every value
+            seq, category, values = batch.last()
+            self._latest.take(category, seq, values)
+        else:
+            self._latest.fold(_batch_columns(batch))
+        if tables is not None:
+            try:
+                tables.append(float_rows_table(self.writer_id, batch_rows(batch), dictionary=True))
+            except Exception as exc:
+                stream.pending_tables = None
+                self._report(
+                    f"cannot convert {stream.name} records to Arrow ({exc!r}); "
+                    "the segment will be sealed from its JSONL"
+                )
+        lines: list[bytes] | None = batch.lines(_DUMPS, MAX_RECORDS_PER_LINE)
+        if lines is None:  # a NaN or an infinity: the `special` column
+            lines = encode_lines(METRICS, _batch_columns(batch))
+        return lines
 
     def _tables(
         self, stream: _Stream, batches: list[tuple[Columns, bool | None]]
@@ -648,6 +690,17 @@ def _take_batches(stream: _Stream) -> list[tuple[Columns, bool | None]]:
             batches.append((_metric_columns(buffer, stop), all_floats))
             del buffer[:stop]
     return batches
+
+
+def _take_floats(stream: _Stream) -> Any:
+    """The C-recorded calls taken now as a batch (a MetricsBuffer), or None."""
+    floats = stream.floats
+    return floats.take() if floats is not None and len(floats) else None
+
+
+def _batch_columns(batch: Any) -> Columns:
+    """A MetricsBuffer's records as Python columns (for the paths that need them)."""
+    return dict(zip(RECORD_FIELDS[METRICS], batch.columns(), strict=True))
 
 
 def _all_finite(table: pa.Table) -> bool:

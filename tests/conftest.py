@@ -41,18 +41,17 @@ def implementation(kind: str) -> Iterator[None]:
     """Run the block with the C speedups ("c"; skipped where they are not built) or as
     pure Python ("python"), whichever this process loaded."""
     import runstore._native
-    import runstore.context
 
     built = runstore._native.speedups or _BUILT
     if kind == "c" and built is None:
         pytest.skip("runstore._speedups is not built (no C compiler at install)")
     chosen = built if kind == "c" else None
-    saved = runstore._native.speedups, runstore.context.speedups
-    runstore._native.speedups = runstore.context.speedups = chosen
+    saved = runstore._native.speedups
+    runstore._native.speedups = chosen
     try:
         yield
     finally:
-        runstore._native.speedups, runstore.context.speedups = saved
+        runstore._native.speedups = saved
 
 
 def _built() -> ModuleType | None:

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pyarrow as pa
 import pytest
 from hypothesis import given, settings
@@ -14,8 +15,14 @@ from hypothesis import strategies as st
 
 import runstore
 from runstore import FinishedLoggerError, open_run, read_run
-from runstore.format import METRICS
-from runstore.segments import columns_of_records, table_from_columns
+from runstore._native import batch_rows
+from runstore.format import METRICS, RECORD_FIELDS
+from runstore.segments import (
+    columns_of_records,
+    decode_lines,
+    float_rows_table,
+    table_from_columns,
+)
 
 from .conftest import IMPLEMENTATIONS, implementation, run_python
 
@@ -77,35 +84,105 @@ def test_the_c_path_is_the_one_taken_when_built(tmp_path: Path) -> None:
     assert not ctx.set_metrics.open  # type: ignore[attr-defined]
 
 
-def test_recorder_appends_whole_records_and_wakes_the_writer() -> None:
+def _speedups() -> Any:
     with implementation("c"):
         from runstore._native import speedups
     assert speedups is not None
-    records: list[Any] = []
+    return speedups
+
+
+def test_recorder_fills_the_buffer_and_wakes_the_writer() -> None:
+    speedups = _speedups()
+    buffer = speedups.MetricsBuffer()
     woken: list[int] = []
     fallback_calls: list[tuple[Any, ...]] = []
-    sequence = itertools.count(1)
 
     def fallback(*args: Any, **kwargs: Any) -> str:
         fallback_calls.append((args, kwargs))
         return "fallback"
 
-    record = speedups.MetricsRecorder(
-        records, sequence, lambda: woken.append(len(records)), fallback, 0x3
-    )
+    wake = lambda: woken.append(len(buffer))  # noqa: E731
+    record = speedups.MetricsRecorder(buffer, itertools.count(1), wake, fallback, 0x3)
     for i in range(9):
-        assert record({"loss": float(i)}, "train") is None
-    assert len(records) == 9 * 4
-    assert records[1::4] == list(range(1, 10)) and set(records[2::4]) == {"train"}
-    assert woken == [16, 32]  # after the 4th and 8th record
-    assert record({"loss": 1}, "train") == "fallback"  # an int
-    assert record({"loss": 1.0}, step="train") == "fallback"
-    assert record({"loss": 1.0}) == "fallback"
-    assert record({"loss": 1.0}, "") == "fallback"
+        assert record({"loss": float(i), "acc": 0.5}, "train") is None
+    assert len(buffer) == 9 and buffer.rows == 18 and buffer.uniform and buffer.finite
+    assert woken == [4, 8]  # after the 4th and 8th record
+    for call in (
+        (({"loss": 1}, "train"), {}),  # an int
+        (({1: 1.0}, "train"), {}),  # a key that is not text
+        (({"loss": 1.0},), {"step": "train"}),
+        (({"loss": 1.0},), {}),
+        (({"loss": 1.0}, ""), {}),
+        (({f"k{i}": 0.5 for i in range(65)}, "train"), {}),  # more keys than C holds
+    ):
+        assert record(*call[0], **call[1]) == "fallback"
+    assert fallback_calls[0] == (({"loss": 1}, "train"), {})
+    assert fallback_calls[2] == (({"loss": 1.0},), {"step": "train"})
     record.close()
     assert record({"loss": 1.0}, "train") == "fallback"
-    assert len(fallback_calls) == 5 and len(records) == 9 * 4
+    assert len(fallback_calls) == 7 and len(buffer) == 9
     assert "closed" in repr(record)
+
+    batch = buffer.take()
+    assert len(buffer) == 0 and len(batch) == 9
+    ts, seq, category, values = batch.columns()
+    assert seq == list(range(1, 10)) and set(category) == {"train"}
+    assert values == [{"loss": float(i), "acc": 0.5} for i in range(9)]
+    assert batch.last() == (9, "train", {"loss": 8.0, "acc": 0.5})
+    assert ts == sorted(ts) and all(type(t) is int for t in ts)
+
+
+def test_a_batch_knows_when_its_calls_differ() -> None:
+    speedups = _speedups()
+    buffer = speedups.MetricsBuffer()
+    record = speedups.MetricsRecorder(buffer, itertools.count(1), lambda: None, print, 0xFFFF)
+    record({"loss": 0.5}, "train")
+    record({"loss": 0.25}, "validation")
+    assert not buffer.uniform and buffer.finite
+    record({"loss": math.nan}, "train")
+    assert not buffer.finite
+    batch = buffer.take()
+    assert batch.lines(orjson.dumps, 10) is None  # NaN: Python's path, with `special`
+    assert len(buffer) == 0 and buffer.finite and buffer.last() is None
+    buffer.clear()
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["train", "validation", "검증", 'a"b\\c']),
+            st.dictionaries(
+                st.sampled_from(["loss", "acc", "정확도", "x\ny", ""]),
+                st.floats(allow_nan=False, allow_infinity=False),
+                max_size=5,
+            ),
+        ),
+        max_size=30,
+    ),
+    st.integers(1, 7),
+)
+@settings(max_examples=100, deadline=None)
+def test_lines_of_a_batch_decode_to_its_records(
+    calls: list[tuple[str, dict[str, float]]], per_line: int
+) -> None:
+    speedups = _speedups()
+    buffer = speedups.MetricsBuffer()
+    record = speedups.MetricsRecorder(buffer, itertools.count(1), lambda: None, print, 0xFFFF)
+    for category, values in calls:
+        record(values, category)
+    batch = buffer.take()
+    lines = batch.lines(orjson.dumps, per_line)
+    assert len(lines) == -(-len(calls) // per_line)
+    decoded = decode_lines(METRICS, b"".join(lines))
+    assert not decoded.problems and decoded.torn_bytes == 0
+    assert decoded.columns == dict(zip(RECORD_FIELDS[METRICS], batch.columns(), strict=True))
+    assert [v for _, v in calls] == decoded.columns["values"]
+    # and the same batch as Arrow, against the Python conversion of its columns
+    columns = decoded.columns
+    with implementation("python"):
+        expected = table_from_columns(METRICS, "w", columns, all_floats=True)
+    found = float_rows_table("w", batch_rows(batch), dictionary=False)
+    assert _decoded(found) == _decoded(expected)
 
 
 _finite_or_not = st.floats(allow_nan=True, allow_infinity=True)
