@@ -10,6 +10,9 @@ append, fsync at the end), measured in the same process, and prints medians and 
 HEAD~3`), in the same process and interleaved with this one, so a change is judged on
 one machine state: these machines are shared and noisy.
 
+This checkout runs with its C speedups when they are built (the output says which);
+`RUNSTORE_PURE_PYTHON=1` measures its pure-Python path instead.
+
 `--fresh` runs every runstore run in a process of its own, as a job is, and adds its
 page faults: in one process, later runs reuse memory the earlier ones had the kernel
 map, which hides what fresh memory costs (~4 µs a page fault on our VMs).
@@ -39,6 +42,8 @@ from runstore import WriterOptions, read_run
 
 #: This checkout: what `--fresh` puts first on a new process's path.
 _CHECKOUT = Path(__file__).resolve().parents[1]
+#: Whether this checkout's runstore runs with its C speedups (RUNSTORE_PURE_PYTHON=1: not).
+_NATIVE = getattr(getattr(runstore, "_native", None), "speedups", None) is not None
 
 
 def load_other(checkout: Path, scratch: Path) -> ModuleType:
@@ -92,7 +97,8 @@ def fresh_run(
         "args = Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])\n"
         "seconds, run_dir = bench.runstore_run(*args)\n"
         "faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
-        "print(json.dumps([seconds, str(run_dir), faults, bench.runstore.__file__]))\n"
+        "native = bench._NATIVE\n"
+        "print(json.dumps([seconds, str(run_dir), faults, bench.runstore.__file__, native]))\n"
     )
     path = os.pathsep.join([str(checkout), str(Path(__file__).parent)])
     done = subprocess.run(
@@ -103,9 +109,11 @@ def fresh_run(
         text=True,
         check=True,
     )
-    seconds, run_dir, faults, package = json.loads(done.stdout)
+    seconds, run_dir, faults, package, native = json.loads(done.stdout)
     if not Path(package).resolve().is_relative_to(checkout.resolve()):
         raise SystemExit(f"--fresh: ran the runstore in {package}, not the one in {checkout}")
+    if checkout == _CHECKOUT and native != _NATIVE:
+        raise SystemExit("--fresh: the new process ran runstore another way than this one")
     return seconds, Path(run_dir), faults
 
 
@@ -170,7 +178,7 @@ def main() -> None:
     )
     print(
         f"  runstore (open to close):       {ours_rate:>12,.0f} calls/s  "
-        f"{size / points:5.1f} bytes/point"
+        f"{size / points:5.1f} bytes/point  " + ("(C speedups)" if _NATIVE else "(pure Python)")
     )
     if ours_faults:
         print(f"  page faults per runstore run:   {statistics.median(ours_faults):>12,.0f}")

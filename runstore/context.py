@@ -151,7 +151,11 @@ class RunLogger:
         self._append_event = writer.buffers[EVENTS].records.append
         self._recorder: Any = None
         floats, speedups = writer.buffers[METRICS].floats, _native.speedups
-        if floats is not None and speedups and type(self).set_metrics is RunLogger.set_metrics:
+        if (
+            floats is not None
+            and speedups is not None
+            and type(self).set_metrics is RunLogger.set_metrics
+        ):
             # The same method in C (runstore/_speedups.c): an all-float call goes into C
             # arrays with no Python object made; every other call comes to the method.
             self._recorder = speedups.MetricsRecorder(
@@ -328,7 +332,9 @@ class RunLogger:
 
         The hot path, guarded by benchmarks/bench_logging.py: check, copy the dict,
         extend the writer's list with one record (the writer keeps the latest values as
-        it drains). Values keep their type; see docs/format.md.
+        it drains). Values keep their type; see docs/format.md. With the C speedups, a
+        logger's `set_metrics` is a `MetricsRecorder` that does the same for all-float
+        calls in C and hands every other call to this method.
         """
         if type(value) is not dict or type(category) is not str or not category or self._finished:
             value, category = self._metrics_arguments(value, category, step)

@@ -1,11 +1,12 @@
 """The background writer: buffers records in memory and writes them out as segments.
 
-The logging hot path only appends a record to a list (see `RuntimeContext.set_metrics`);
-a daemon thread takes the lists' records every `flush_interval`, appends one JSONL line per
-stream, seals large or old segments into Parquet, keeps the writer's heartbeat and
-writes the run manifest. Storage faults never propagate to the job: records stay
-buffered up to `max_pending_bytes`, the fault is reported on stderr and, once the disk
-takes writes again, in the run itself, with the count of any records dropped.
+The logging hot path only appends a record to a list, or with the C speedups to C arrays
+(see `RunLogger.set_metrics`); a daemon thread takes the records every `flush_interval`,
+appends one JSONL line per stream, seals large or old segments into Parquet, keeps the
+writer's heartbeat and writes the run manifest. Storage faults never propagate to the
+job: records stay buffered up to `max_pending_bytes`, the fault is reported on stderr
+and, once the disk takes writes again, in the run itself, with the count of any records
+dropped.
 """
 
 from __future__ import annotations
@@ -456,14 +457,14 @@ class RunWriter:
         hints: list[_Hint] = []
         try:
             for columns, all_floats in batches:
-                # Whether a batch's calls all logged the same keys (the usual loop), found
-                # once for the Arrow conversion and the latest values alike.
                 rows = float_rows(columns) if all_floats else None
                 if rows is not None:  # converted in C in one pass
                     hints.append(_Hint(rows.keys if rows.uniform else None, rows.finite))
                     if stream.pending_tables is not None:
                         tables.append(float_rows_table(self.writer_id, rows, dictionary=True))
                     continue
+                # Whether a batch's calls all logged the same keys (the usual loop), found
+                # once for the Arrow conversion and the latest values alike.
                 keys = uniform_keys(columns["values"]) if metrics else None
                 if stream.pending_tables is None:
                     hints.append(_Hint(keys, False))
