@@ -28,6 +28,98 @@
 #include <string.h>
 #include <time.h>
 
+/* -- shared by the fills ------------------------------------------------------------- */
+
+/* Code of `name` in `codes` (a dict name -> int, `names` the list in code order), added
+ * if new; -1 with an error set. */
+static int32_t
+code_of(PyObject *codes, PyObject *names, PyObject *name)
+{
+    PyObject *found = PyDict_GetItemWithError(codes, name);
+    if (found != NULL) {
+        return (int32_t)PyLong_AsLong(found);
+    }
+    if (PyErr_Occurred()) {
+        return -1;
+    }
+    Py_ssize_t code = PyList_GET_SIZE(names);
+    PyObject *number = PyLong_FromSsize_t(code);
+    if (number == NULL) {
+        return -1;
+    }
+    int failed = PyDict_SetItem(codes, name, number) < 0 || PyList_Append(names, name) < 0;
+    Py_DECREF(number);
+    return failed ? -1 : (int32_t)code;
+}
+
+typedef struct {
+    Py_buffer view;
+    int held;
+} Out;
+
+static int
+out_get(Out *out, PyObject *object, Py_ssize_t size, const char *what)
+{
+    if (PyObject_GetBuffer(object, &out->view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) {
+        return -1;
+    }
+    out->held = 1;
+    if (out->view.len < size) {
+        PyErr_Format(PyExc_ValueError, "buffer %s holds %zd bytes, %zd needed", what,
+                     out->view.len, size);
+        return -1;
+    }
+    return 0;
+}
+
+/* What a fill writes: five writable buffers of `rows` items (ts and seq int64, value
+ * float64, key and category int32 codes) and the keys and categories the codes name. */
+typedef struct {
+    Out outs[5];
+    PyObject *key_codes, *keys, *category_codes, *categories;
+} Fill;
+
+static int
+fill_open(Fill *fill, PyObject *const *buffers, Py_ssize_t rows)
+{
+    static const char *what[5] = {"ts", "seq", "value", "key", "category"};
+    static const int width[5] = {8, 8, 8, 4, 4};
+    memset(fill, 0, sizeof(*fill));
+    for (int i = 0; i < 5; i++) {
+        if (out_get(&fill->outs[i], buffers[i], rows * width[i], what[i]) < 0) {
+            return -1;
+        }
+    }
+    fill->key_codes = PyDict_New();
+    fill->keys = PyList_New(0);
+    fill->category_codes = PyDict_New();
+    fill->categories = PyList_New(0);
+    return fill->key_codes && fill->keys && fill->category_codes && fill->categories ? 0 : -1;
+}
+
+/* (keys, categories, uniform, finite); uniform needs one category too. */
+static PyObject *
+fill_result(Fill *fill, int uniform, int finite)
+{
+    uniform &= PyList_GET_SIZE(fill->categories) == 1;
+    return Py_BuildValue("(OONN)", fill->keys, fill->categories, PyBool_FromLong(uniform),
+                         PyBool_FromLong(finite));
+}
+
+static void
+fill_close(Fill *fill)
+{
+    for (int i = 0; i < 5; i++) {
+        if (fill->outs[i].held) {
+            PyBuffer_Release(&fill->outs[i].view);
+        }
+    }
+    Py_XDECREF(fill->key_codes);
+    Py_XDECREF(fill->keys);
+    Py_XDECREF(fill->category_codes);
+    Py_XDECREF(fill->categories);
+}
+
 /* -- MetricsBuffer ------------------------------------------------------------------- */
 
 /* A call with more keys than this goes to the Python method (rare; still recorded). */
@@ -313,77 +405,45 @@ buffer_last(Buffer *self, PyObject *Py_UNUSED(ignored))
     return Py_BuildValue("(LON)", (long long)self->a.seq[i], self->a.category[i], dict);
 }
 
-static int32_t code_of(PyObject *codes, PyObject *names, PyObject *name);
-
-typedef struct {
-    Py_buffer view;
-    int held;
-} Out;
-
-static int out_get(Out *out, PyObject *object, Py_ssize_t size, const char *what);
-
-static void
-outs_release(Out *outs, int n)
-{
-    for (int i = 0; i < n; i++) {
-        if (outs[i].held) {
-            PyBuffer_Release(&outs[i].view);
-        }
-    }
-}
-
 static PyObject *
 buffer_fill(Buffer *self, PyObject *args)
 {
-    PyObject *objects[5];
-    if (!PyArg_ParseTuple(args, "OOOOO:fill", &objects[0], &objects[1], &objects[2], &objects[3],
-                          &objects[4])) {
+    PyObject *buffers[5];
+    if (!PyArg_ParseTuple(args, "OOOOO:fill", &buffers[0], &buffers[1], &buffers[2], &buffers[3],
+                          &buffers[4])) {
         return NULL;
     }
-    static const char *what[5] = {"ts", "seq", "value", "key", "category"};
-    static const int width[5] = {8, 8, 8, 4, 4};
-    Py_ssize_t rows = self->value_count;
-    Out outs[5] = {{{0}}};
-    PyObject *key_codes = NULL, *keys = NULL, *category_codes = NULL, *categories = NULL;
+    Fill fill;
     PyObject *result = NULL;
-    for (int i = 0; i < 5; i++) {
-        if (out_get(&outs[i], objects[i], rows * width[i], what[i]) < 0) {
-            goto done;
-        }
-    }
-    key_codes = PyDict_New();
-    keys = PyList_New(0);
-    category_codes = PyDict_New();
-    categories = PyList_New(0);
-    if (!key_codes || !keys || !category_codes || !categories) {
+    if (fill_open(&fill, buffers, self->value_count) < 0) {
         goto done;
     }
-    int64_t *ts_out = outs[0].view.buf, *seq_out = outs[1].view.buf;
-    int32_t *key_out = outs[3].view.buf, *category_out = outs[4].view.buf;
-    memcpy(outs[2].view.buf, self->a.values, (size_t)rows * sizeof(double));
+    int64_t *ts_out = fill.outs[0].view.buf, *seq_out = fill.outs[1].view.buf;
+    int32_t *key_out = fill.outs[3].view.buf, *category_out = fill.outs[4].view.buf;
+    memcpy(fill.outs[2].view.buf, self->a.values, (size_t)self->value_count * sizeof(double));
     PyObject *last_keys = NULL, *last_category = NULL;
     int32_t codes[MAX_KEYS], category_code = 0;
-    int uniform_codes = 1;
+    int uniform = 1;
     Py_ssize_t row = 0;
     for (Py_ssize_t i = 0; i < self->count; i++) {
         PyObject *record_keys = self->a.keys[i];
         Py_ssize_t n = PyTuple_GET_SIZE(record_keys);
         if (record_keys != last_keys) {
             for (Py_ssize_t j = 0; j < n; j++) {
-                codes[j] = code_of(key_codes, keys, PyTuple_GET_ITEM(record_keys, j));
+                codes[j] = code_of(fill.key_codes, fill.keys, PyTuple_GET_ITEM(record_keys, j));
                 if (codes[j] < 0) {
                     goto done;
                 }
-                uniform_codes &= codes[j] == j;
+                uniform &= codes[j] == j;
             }
             if (last_keys != NULL && n != PyTuple_GET_SIZE(last_keys)) {
-                uniform_codes = 0;
+                uniform = 0;
             }
             last_keys = record_keys;
         }
         if (self->a.category[i] != last_category) {
             last_category = self->a.category[i];
-            category_code = code_of(category_codes, categories, last_category);
+            category_code = code_of(fill.category_codes, fill.categories, last_category);
             if (category_code < 0) {
                 goto done;
             }
@@ -396,15 +456,9 @@ buffer_fill(Buffer *self, PyObject *args)
             category_out[row] = category_code;
         }
     }
-    int uniform = uniform_codes && PyList_GET_SIZE(categories) <= 1;
-    result = Py_BuildValue("(OONN)", keys, categories, PyBool_FromLong(uniform),
-                           PyBool_FromLong(self->finite));
+    result = fill_result(&fill, uniform, self->finite);
 done:
-    outs_release(outs, 5);
-    Py_XDECREF(key_codes);
-    Py_XDECREF(keys);
-    Py_XDECREF(category_codes);
-    Py_XDECREF(categories);
+    fill_close(&fill);
     return result;
 }
 
@@ -474,6 +528,27 @@ put_int(Line *line, int64_t number)
         *--at = '-';
     }
     put(line, at, end - at);
+}
+
+/* `head` (the opening of a field, say `{"ts_ns":[`), then the numbers with commas. */
+static int
+put_int_column(Line *line, const char *head, const int64_t *numbers, Py_ssize_t count)
+{
+    Py_ssize_t size = (Py_ssize_t)strlen(head);
+    if (room(line, size) < 0) {
+        return -1;
+    }
+    put(line, head, size);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (room(line, 24) < 0) {
+            return -1;
+        }
+        if (i > 0) {
+            *line->at++ = ',';
+        }
+        put_int(line, numbers[i]);
+    }
+    return 0;
 }
 
 /* Longest text orjson gives a finite double ("-2.2250738585072014e-308"), with room. */
@@ -587,33 +662,9 @@ buffer_lines(Buffer *self, PyObject *args)
     for (Py_ssize_t first = 0; first < self->count; first += per_line) {
         Py_ssize_t last = first + per_line < self->count ? first + per_line : self->count;
         line.at = line.owner->scratch;
-        if (room(&line, 32) < 0) {
-            goto fail;
-        }
-        put(&line, "{\"ts_ns\":[", 10);
-        for (Py_ssize_t i = first; i < last; i++) {
-            if (room(&line, 24) < 0) {
-                goto fail;
-            }
-            if (i > first) {
-                *line.at++ = ',';
-            }
-            put_int(&line, self->a.ts_ns[i]);
-        }
-        if (room(&line, 16) < 0) {
-            goto fail;
-        }
-        put(&line, "],\"seq\":[", 9);
-        for (Py_ssize_t i = first; i < last; i++) {
-            if (room(&line, 24) < 0) {
-                goto fail;
-            }
-            if (i > first) {
-                *line.at++ = ',';
-            }
-            put_int(&line, self->a.seq[i]);
-        }
-        if (room(&line, 16) < 0) {
+        if (put_int_column(&line, "{\"ts_ns\":[", self->a.ts_ns + first, last - first) < 0
+            || put_int_column(&line, "],\"seq\":[", self->a.seq + first, last - first) < 0
+            || room(&line, 16) < 0) {
             goto fail;
         }
         put(&line, "],\"category\":[", 14);
@@ -988,53 +1039,15 @@ count_rows(PyObject *Py_UNUSED(module), PyObject *values)
     return PyLong_FromSsize_t(rows);
 }
 
-/* Code of `name` in `codes` (a dict name -> int, `names` the list in code order), added
- * if new; -1 with an error set. */
-static int32_t
-code_of(PyObject *codes, PyObject *names, PyObject *name)
-{
-    PyObject *found = PyDict_GetItemWithError(codes, name);
-    if (found != NULL) {
-        return (int32_t)PyLong_AsLong(found);
-    }
-    if (PyErr_Occurred()) {
-        return -1;
-    }
-    Py_ssize_t code = PyList_GET_SIZE(names);
-    PyObject *number = PyLong_FromSsize_t(code);
-    if (number == NULL) {
-        return -1;
-    }
-    int failed = PyDict_SetItem(codes, name, number) < 0 || PyList_Append(names, name) < 0;
-    Py_DECREF(number);
-    return failed ? -1 : (int32_t)code;
-}
-
-static int
-out_get(Out *out, PyObject *object, Py_ssize_t size, const char *what)
-{
-    if (PyObject_GetBuffer(object, &out->view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) {
-        return -1;
-    }
-    out->held = 1;
-    if (out->view.len < size) {
-        PyErr_Format(PyExc_ValueError, "buffer %s holds %zd bytes, %zd needed", what,
-                     out->view.len, size);
-        return -1;
-    }
-    return 0;
-}
-
 static PyObject *
 fill_float_rows(PyObject *Py_UNUSED(module), PyObject *args)
 {
-    PyObject *ts_list, *seq_list, *category_list, *values_list;
-    PyObject *ts_obj, *seq_obj, *value_obj, *key_obj, *category_obj;
+    PyObject *ts_list, *seq_list, *category_list, *values_list, *buffers[5];
     Py_ssize_t rows;
     if (!PyArg_ParseTuple(args, "O!O!O!O!nOOOOO:fill_float_rows", &PyList_Type, &ts_list,
                           &PyList_Type, &seq_list, &PyList_Type, &category_list, &PyList_Type,
-                          &values_list, &rows, &ts_obj, &seq_obj, &value_obj, &key_obj,
-                          &category_obj)) {
+                          &values_list, &rows, &buffers[0], &buffers[1], &buffers[2],
+                          &buffers[3], &buffers[4])) {
         return NULL;
     }
     Py_ssize_t records = PyList_GET_SIZE(seq_list);
@@ -1043,25 +1056,14 @@ fill_float_rows(PyObject *Py_UNUSED(module), PyObject *args)
         PyErr_SetString(PyExc_ValueError, "columns of different lengths");
         return NULL;
     }
-    Out ts = {0}, seq = {0}, value = {0}, key = {0}, category = {0};
-    PyObject *key_codes = NULL, *keys = NULL, *category_codes = NULL, *categories = NULL;
+    Fill fill;
     PyObject *result = NULL;
-    if (out_get(&ts, ts_obj, rows * 8, "ts") < 0 || out_get(&seq, seq_obj, rows * 8, "seq") < 0
-        || out_get(&value, value_obj, rows * 8, "value") < 0
-        || out_get(&key, key_obj, rows * 4, "key") < 0
-        || out_get(&category, category_obj, rows * 4, "category") < 0) {
+    if (fill_open(&fill, buffers, rows) < 0) {
         goto done;
     }
-    key_codes = PyDict_New();
-    keys = PyList_New(0);
-    category_codes = PyDict_New();
-    categories = PyList_New(0);
-    if (!key_codes || !keys || !category_codes || !categories) {
-        goto done;
-    }
-    int64_t *ts_out = ts.view.buf, *seq_out = seq.view.buf;
-    double *value_out = value.view.buf;
-    int32_t *key_out = key.view.buf, *category_out = category.view.buf;
+    int64_t *ts_out = fill.outs[0].view.buf, *seq_out = fill.outs[1].view.buf;
+    double *value_out = fill.outs[2].view.buf;
+    int32_t *key_out = fill.outs[3].view.buf, *category_out = fill.outs[4].view.buf;
     /* The first record's keys and codes: later records of the usual loop hold the very
      * same key objects in the same order, found without hashing. */
     PyObject *first_keys[64];
@@ -1086,7 +1088,7 @@ fill_float_rows(PyObject *Py_UNUSED(module), PyObject *args)
             goto unusable;
         }
         if (name != last_category) {
-            last_category_code = code_of(category_codes, categories, name);
+            last_category_code = code_of(fill.category_codes, fill.categories, name);
             if (last_category_code < 0) {
                 goto done;
             }
@@ -1111,7 +1113,7 @@ fill_float_rows(PyObject *Py_UNUSED(module), PyObject *args)
             }
             int32_t code;
             if (i == 0 && j < 64) {
-                code = code_of(key_codes, keys, k);
+                code = code_of(fill.key_codes, fill.keys, k);
                 first_keys[j] = k;
                 first_codes[j] = code;
             }
@@ -1119,7 +1121,7 @@ fill_float_rows(PyObject *Py_UNUSED(module), PyObject *args)
                 code = first_codes[j];
             }
             else {
-                code = code_of(key_codes, keys, k);
+                code = code_of(fill.key_codes, fill.keys, k);
             }
             if (code < 0) {
                 goto done;
@@ -1142,25 +1144,13 @@ fill_float_rows(PyObject *Py_UNUSED(module), PyObject *args)
         PyErr_SetString(PyExc_ValueError, "fewer rows than count_rows said: records changed");
         goto done;
     }
-    if (PyList_GET_SIZE(categories) != 1) {
-        uniform = 0;
-    }
-    result = Py_BuildValue("(OONN)", keys, categories, PyBool_FromLong(uniform),
-                           PyBool_FromLong(finite));
+    result = fill_result(&fill, uniform, finite);
     goto done;
 unusable:
     PyErr_Clear();
     result = Py_NewRef(Py_None);
 done:
-    if (ts.held) PyBuffer_Release(&ts.view);
-    if (seq.held) PyBuffer_Release(&seq.view);
-    if (value.held) PyBuffer_Release(&value.view);
-    if (key.held) PyBuffer_Release(&key.view);
-    if (category.held) PyBuffer_Release(&category.view);
-    Py_XDECREF(key_codes);
-    Py_XDECREF(keys);
-    Py_XDECREF(category_codes);
-    Py_XDECREF(categories);
+    fill_close(&fill);
     return result;
 }
 
