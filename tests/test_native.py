@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -152,7 +154,7 @@ def test_a_batch_knows_when_its_calls_differ() -> None:
         st.tuples(
             st.sampled_from(["train", "validation", "검증", 'a"b\\c']),
             st.dictionaries(
-                st.sampled_from(["loss", "acc", "정확도", "x\ny", ""]),
+                st.sampled_from(["loss", "acc", "정확도", "x\ny", "back\\slash", ""]),
                 st.floats(allow_nan=False, allow_infinity=False),
                 max_size=5,
             ),
@@ -239,3 +241,35 @@ def test_pure_python_variable_turns_the_speedups_off() -> None:
     assert run_python(code).stdout.strip() in ("True", "False")
     found = run_python(f"import os; os.environ['RUNSTORE_PURE_PYTHON'] = '1'\n{code}")
     assert found.stdout.strip() == "True", found.stderr
+
+
+@pytest.mark.parametrize("kind", IMPLEMENTATIONS)
+def test_threads_logging_at_once_lose_and_double_nothing(kind: str, tmp_path: Path) -> None:
+    # The writer takes batches (every 1 ms) while four threads append: each record once.
+    calls = 20_000
+    options = runstore.WriterOptions(flush_interval=0.001, seal_bytes=256 * 1024)
+
+    def log(ctx: runstore.RuntimeContext, worker: int) -> None:
+        for i in range(calls):
+            ctx.set_metrics({"i": float(i), "worker": float(worker)}, f"w{worker}")
+
+    with implementation(kind), open_run(tmp_path, env={}, options=options) as ctx:
+        threads = [threading.Thread(target=log, args=(ctx, w)) for w in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        latest = ctx.logger.get_metrics()
+    table = read_run(ctx.run_dir).metrics
+    assert table.num_rows == 2 * 4 * calls
+    seqs = table.column("seq").unique()
+    assert len(seqs) == 4 * calls
+    rows = table.filter(pc.equal(table["key"], "i")).to_pylist()
+    for worker in range(4):
+        values = [
+            r["value"]
+            for r in sorted(rows, key=lambda r: r["seq"])
+            if r["category"] == f"w{worker}"
+        ]
+        assert values == [float(i) for i in range(calls)]
+        assert latest[f"w{worker}"] == {"i": float(calls - 1), "worker": float(worker)}
