@@ -271,9 +271,8 @@ buffer_dealloc(Buffer *self)
     PyObject_Free(self);
 }
 
-/* Append a call: `value` a dict of at most MAX_KEYS float values under str keys (checked
- * by the caller, whose `keys_seen` holds them in order), `keys` its keys tuple (a new
- * reference, stolen). -1 with an error set. */
+/* Append a call (checked by the caller): its `n` values in the order of `keys`, its keys
+ * tuple (a new reference, stolen). -1 with an error set. */
 static int
 buffer_append(Buffer *self, int64_t ts_ns, int64_t seq, PyObject *category, PyObject *keys,
               const double *values, Py_ssize_t n)
