@@ -3,12 +3,13 @@
  * Optional: runstore works the same without it (RUNSTORE_PURE_PYTHON=1, or a machine
  * without a C compiler), only slower; tests run both ways and compare.
  *
- * MetricsRecorder  what `set_metrics` is bound to. A call whose values are all floats
- *                  under str keys goes into a MetricsBuffer: time, seq, category, a keys
- *                  tuple shared with the call before when alike, the values as doubles.
- *                  No Python object is made per call, so nothing is left for the GC or
- *                  the allocator to handle later. Any other call (a value that is not a
- *                  float, keywords, a finished logger) goes to the Python method.
+ * MetricsRecorder  what `set_metrics` is bound to. A call whose values are all numbers
+ *                  (floats, ints a float64 holds exactly, bools) under str keys goes into
+ *                  a MetricsBuffer: time, seq, category, a keys tuple shared with the call
+ *                  before when alike, the values in C. No Python object is made per
+ *                  call, so nothing is left for the GC or the allocator to handle later.
+ *                  Any other call (a str or other value, keywords, a finished logger)
+ *                  goes to the Python method.
  * MetricsBuffer    C arrays of such calls. The writer takes a batch (the arrays move,
  *                  and come back for reuse when the batch is done) and makes, each in
  *                  one pass: the Arrow columns of the metrics table (`fill`), the live
@@ -72,20 +73,21 @@ out_get(Out *out, PyObject *object, Py_ssize_t size, const char *what)
     return 0;
 }
 
-/* What a fill writes: five writable buffers of `rows` items (ts and seq int64, value
- * float64, key and category int32 codes) and the keys and categories the codes name. */
+/* What a fill writes: six writable buffers of `rows` items (ts and seq int64, value
+ * float64, key, category and kind int32 codes) and the keys and categories named. */
+#define FILL_OUTS 6
 typedef struct {
-    Out outs[5];
+    Out outs[FILL_OUTS];
     PyObject *key_codes, *keys, *category_codes, *categories;
 } Fill;
 
 static int
 fill_open(Fill *fill, PyObject *const *buffers, Py_ssize_t rows)
 {
-    static const char *what[5] = {"ts", "seq", "value", "key", "category"};
-    static const int width[5] = {8, 8, 8, 4, 4};
+    static const char *what[FILL_OUTS] = {"ts", "seq", "value", "key", "category", "kind"};
+    static const int width[FILL_OUTS] = {8, 8, 8, 4, 4, 4};
     memset(fill, 0, sizeof(*fill));
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < FILL_OUTS; i++) {
         if (out_get(&fill->outs[i], buffers[i], rows * width[i], what[i]) < 0) {
             return -1;
         }
@@ -109,7 +111,7 @@ fill_result(Fill *fill, int uniform, int finite)
 static void
 fill_close(Fill *fill)
 {
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < FILL_OUTS; i++) {
         if (fill->outs[i].held) {
             PyBuffer_Release(&fill->outs[i].view);
         }
@@ -124,6 +126,17 @@ fill_close(Fill *fill)
 
 /* A call with more keys than this goes to the Python method (rare; still recorded). */
 #define MAX_KEYS 64
+/* Kinds of values kept in C: codes into the `kind` names the Python side gives Arrow
+ * (runstore/_native.py). Ints only where a float64 holds them exactly (|i| <= 2^53):
+ * larger ones need the `text` column, the Python method's job. */
+enum { KIND_FLOAT = 0, KIND_INT = 1, KIND_BOOL = 2 };
+#define EXACT_INT (1LL << 53)
+
+typedef union {
+    double f;  /* KIND_FLOAT */
+    int64_t i; /* KIND_INT, KIND_BOOL (0 or 1) */
+} Number;
+_Static_assert(sizeof(Number) == sizeof(double), "a Number array copies as doubles");
 /* Values formatted by one call of the JSON encoder: its float objects stay in memory
  * that Python's allocator reuses, rather than a batch's worth of fresh pages. */
 #define FLOATS_PER_DUMP 1024
@@ -136,7 +149,8 @@ typedef struct {
     int64_t *start;            /* index of the record's first value */
     PyObject **category;       /* strong references */
     PyObject **keys;           /* strong references to tuples, shared by calls alike */
-    double *values;
+    Number *values;
+    uint8_t *kinds;            /* KIND_* of each value */
 } Arrays;
 
 typedef struct Buffer {
@@ -144,8 +158,9 @@ typedef struct Buffer {
     Arrays a;
     Py_ssize_t count;
     Py_ssize_t value_count;
-    int uniform; /* every record has the first one's category and keys objects */
-    int finite;  /* no NaN or infinity */
+    int uniform;   /* every record has the first one's category and keys objects */
+    int finite;    /* no float is NaN or infinite */
+    int all_float; /* every value a float */
     /* The buffer this batch was taken from (strong reference; NULL for the live one):
      * it gets the arrays back for its next batch, so steady logging touches no fresh
      * memory (a page fault costs ~4 µs on a VM). */
@@ -166,6 +181,7 @@ arrays_free(Arrays *a)
     PyMem_Free(a->category);
     PyMem_Free(a->keys);
     PyMem_Free(a->values);
+    PyMem_Free(a->kinds);
     memset(a, 0, sizeof(*a));
 }
 
@@ -204,7 +220,8 @@ arrays_reserve(Arrays *a, Py_ssize_t records, Py_ssize_t values)
         while (capacity < values) {
             capacity *= 2;
         }
-        if (grow((void **)&a->values, sizeof(double), capacity) < 0) {
+        if (grow((void **)&a->values, sizeof(Number), capacity) < 0
+            || grow((void **)&a->kinds, sizeof(uint8_t), capacity) < 0) {
             return -1;
         }
         a->value_capacity = capacity;
@@ -223,6 +240,7 @@ buffer_forget_records(Buffer *self)
     self->value_count = 0;
     self->uniform = 1;
     self->finite = 1;
+    self->all_float = 1;
 }
 
 static Buffer *
@@ -238,6 +256,7 @@ buffer_alloc(void)
     self->value_count = 0;
     self->uniform = 1;
     self->finite = 1;
+    self->all_float = 1;
     self->origin = NULL;
     self->scratch = NULL;
     self->scratch_capacity = 0;
@@ -275,7 +294,7 @@ buffer_dealloc(Buffer *self)
  * tuple (a new reference, stolen). -1 with an error set. */
 static int
 buffer_append(Buffer *self, int64_t ts_ns, int64_t seq, PyObject *category, PyObject *keys,
-              const double *values, Py_ssize_t n)
+              const Number *values, const uint8_t *kinds, Py_ssize_t n)
 {
     if (arrays_reserve(&self->a, self->count + 1, self->value_count + n) < 0) {
         Py_DECREF(keys);
@@ -287,9 +306,15 @@ buffer_append(Buffer *self, int64_t ts_ns, int64_t seq, PyObject *category, PyOb
     self->a.start[i] = self->value_count;
     self->a.category[i] = Py_NewRef(category);
     self->a.keys[i] = keys;
-    memcpy(self->a.values + self->value_count, values, (size_t)n * sizeof(double));
+    memcpy(self->a.values + self->value_count, values, (size_t)n * sizeof(Number));
+    memcpy(self->a.kinds + self->value_count, kinds, (size_t)n);
     for (Py_ssize_t j = 0; j < n; j++) {
-        self->finite &= isfinite(values[j]) != 0;
+        if (kinds[j] == KIND_FLOAT) {
+            self->finite &= isfinite(values[j].f) != 0;
+        }
+        else {
+            self->all_float = 0;
+        }
     }
     if (i > 0 && (category != self->a.category[0] || keys != self->a.keys[0])) {
         self->uniform = 0;
@@ -317,6 +342,7 @@ buffer_take(Buffer *self, PyObject *Py_UNUSED(ignored))
     batch->value_count = self->value_count;
     batch->uniform = self->uniform;
     batch->finite = self->finite;
+    batch->all_float = self->all_float;
     batch->origin = (Buffer *)Py_NewRef(self);
     self->a = self->spare;
     memset(&self->spare, 0, sizeof(Arrays));
@@ -324,6 +350,7 @@ buffer_take(Buffer *self, PyObject *Py_UNUSED(ignored))
     self->value_count = 0;
     self->uniform = 1;
     self->finite = 1;
+    self->all_float = 1;
     return (PyObject *)batch;
 }
 
@@ -346,7 +373,12 @@ record_dict(Buffer *self, Py_ssize_t i)
     for (Py_ssize_t j = 0; j < n; j++) {
         /* Read afresh: a collection run by an allocation may let another thread append
          * to a live buffer, moving its arrays. */
-        PyObject *number = PyFloat_FromDouble(self->a.values[self->a.start[i] + j]);
+        Py_ssize_t at = self->a.start[i] + j;
+        Number value = self->a.values[at];
+        uint8_t kind = self->a.kinds[at];
+        PyObject *number = kind == KIND_FLOAT ? PyFloat_FromDouble(value.f)
+                           : kind == KIND_INT ? PyLong_FromLongLong(value.i)
+                                              : PyBool_FromLong((long)value.i);
         if (number == NULL || PyDict_SetItem(dict, PyTuple_GET_ITEM(keys, j), number) < 0) {
             Py_XDECREF(number);
             Py_DECREF(dict);
@@ -407,9 +439,9 @@ buffer_last(Buffer *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 buffer_fill(Buffer *self, PyObject *args)
 {
-    PyObject *buffers[5];
-    if (!PyArg_ParseTuple(args, "OOOOO:fill", &buffers[0], &buffers[1], &buffers[2], &buffers[3],
-                          &buffers[4])) {
+    PyObject *buffers[FILL_OUTS];
+    if (!PyArg_ParseTuple(args, "OOOOOO:fill", &buffers[0], &buffers[1], &buffers[2],
+                          &buffers[3], &buffers[4], &buffers[5])) {
         return NULL;
     }
     Fill fill;
@@ -418,8 +450,21 @@ buffer_fill(Buffer *self, PyObject *args)
         goto done;
     }
     int64_t *ts_out = fill.outs[0].view.buf, *seq_out = fill.outs[1].view.buf;
+    double *value_out = fill.outs[2].view.buf;
     int32_t *key_out = fill.outs[3].view.buf, *category_out = fill.outs[4].view.buf;
-    memcpy(fill.outs[2].view.buf, self->a.values, (size_t)self->value_count * sizeof(double));
+    int32_t *kind_out = fill.outs[5].view.buf;
+    if (self->all_float) { /* the usual batch: the doubles as they are */
+        memcpy(value_out, self->a.values, (size_t)self->value_count * sizeof(double));
+        memset(kind_out, 0, (size_t)self->value_count * sizeof(int32_t));
+    }
+    else {
+        for (Py_ssize_t at = 0; at < self->value_count; at++) {
+            Number value = self->a.values[at];
+            uint8_t kind = self->a.kinds[at];
+            value_out[at] = kind == KIND_FLOAT ? value.f : (double)value.i;
+            kind_out[at] = kind;
+        }
+    }
     PyObject *last_keys = NULL, *last_category = NULL;
     int32_t codes[MAX_KEYS], category_code = 0;
     int uniform = 1;
@@ -575,26 +620,27 @@ json_of(PyObject *cache, PyObject *dumps, PyObject *name)
     return failed ? NULL : text;
 }
 
-/* The values of a line, formatted by `dumps` (orjson: shortest round-trip text) a
- * FLOATS_PER_DUMP at a time and handed out one by one. */
+/* The floats of a batch, formatted by `dumps` (orjson: shortest round-trip text) a
+ * FLOATS_PER_DUMP at a time and handed out one by one, in order. */
 typedef struct {
     Buffer *batch;
     PyObject *dumps;
-    Py_ssize_t next; /* index of the next value to format */
+    Py_ssize_t scan; /* index of the next value to look at for floats */
     PyObject *text;  /* the current dump: "[v,v,...]" */
     const char *at;  /* where its next value starts */
-} Values;
+} Floats;
 
 static int
-values_next(Values *v, const char **token, Py_ssize_t *size)
+floats_next(Floats *v, const char **token, Py_ssize_t *size)
 {
     if (v->text == NULL || *v->at == ']') {
         Py_CLEAR(v->text);
-        Py_ssize_t count = v->batch->value_count - v->next;
-        if (count > FLOATS_PER_DUMP) {
-            count = FLOATS_PER_DUMP;
+        Buffer *batch = v->batch;
+        Py_ssize_t count = 0, stop = v->scan;
+        while (stop < batch->value_count && count < FLOATS_PER_DUMP) {
+            count += batch->a.kinds[stop++] == KIND_FLOAT;
         }
-        if (count <= 0) {
+        if (count == 0) {
             PyErr_SetString(PyExc_RuntimeError, "runstore: ran out of metric values");
             return -1;
         }
@@ -602,14 +648,18 @@ values_next(Values *v, const char **token, Py_ssize_t *size)
         if (numbers == NULL) {
             return -1;
         }
-        for (Py_ssize_t j = 0; j < count; j++) {
-            PyObject *number = PyFloat_FromDouble(v->batch->a.values[v->next + j]);
+        for (Py_ssize_t at = v->scan, j = 0; at < stop; at++) {
+            if (batch->a.kinds[at] != KIND_FLOAT) {
+                continue;
+            }
+            PyObject *number = PyFloat_FromDouble(batch->a.values[at].f);
             if (number == NULL) {
                 Py_DECREF(numbers);
                 return -1;
             }
-            PyList_SET_ITEM(numbers, j, number);
+            PyList_SET_ITEM(numbers, j++, number);
         }
+        v->scan = stop;
         v->text = PyObject_CallOneArg(v->dumps, numbers);
         Py_DECREF(numbers);
         if (v->text == NULL) {
@@ -620,7 +670,6 @@ values_next(Values *v, const char **token, Py_ssize_t *size)
             PyErr_SetString(PyExc_TypeError, "dumps must return a JSON array as bytes");
             return -1;
         }
-        v->next += count;
         v->at = PyBytes_AS_STRING(v->text) + 1;
     }
     const char *end = v->at;
@@ -653,7 +702,7 @@ buffer_lines(Buffer *self, PyObject *args)
         Py_RETURN_NONE; /* NaN and infinities need the `special` column: orjson's path */
     }
     PyObject *lines = PyList_New(0), *key_cache = PyDict_New(), *category_cache = PyDict_New();
-    Values values = {self, dumps, 0, NULL, NULL};
+    Floats floats = {self, dumps, 0, NULL, NULL};
     Line line = {self->origin != NULL ? self->origin : self, NULL};
     if (!lines || !key_cache || !category_cache) {
         goto fail;
@@ -712,20 +761,29 @@ buffer_lines(Buffer *self, PyObject *args)
             }
             *line.at++ = '{';
             for (Py_ssize_t j = 0; j < n; j++) {
+                Py_ssize_t at = self->a.start[i] + j;
+                if (j > 0) {
+                    *line.at++ = ',';
+                }
+                put(&line, PyBytes_AS_STRING(key_texts[j]), PyBytes_GET_SIZE(key_texts[j]));
+                *line.at++ = ':';
+                if (self->a.kinds[at] == KIND_INT) {
+                    put_int(&line, self->a.values[at].i);
+                    continue;
+                }
+                if (self->a.kinds[at] == KIND_BOOL) {
+                    put(&line, self->a.values[at].i ? "true" : "false", self->a.values[at].i ? 4 : 5);
+                    continue;
+                }
                 const char *token;
                 Py_ssize_t size;
-                if (values_next(&values, &token, &size) < 0) {
+                if (floats_next(&floats, &token, &size) < 0) {
                     goto fail;
                 }
                 if (size > MAX_FLOAT_TEXT) {
                     PyErr_SetString(PyExc_ValueError, "dumps gave a float text too long");
                     goto fail;
                 }
-                if (j > 0) {
-                    *line.at++ = ',';
-                }
-                put(&line, PyBytes_AS_STRING(key_texts[j]), PyBytes_GET_SIZE(key_texts[j]));
-                *line.at++ = ':';
                 put(&line, token, size);
             }
             *line.at++ = '}';
@@ -741,12 +799,12 @@ buffer_lines(Buffer *self, PyObject *args)
         }
         Py_DECREF(text);
     }
-    Py_XDECREF(values.text);
+    Py_XDECREF(floats.text);
     Py_DECREF(key_cache);
     Py_DECREF(category_cache);
     return lines;
 fail:
-    Py_XDECREF(values.text);
+    Py_XDECREF(floats.text);
     Py_XDECREF(lines);
     Py_XDECREF(key_cache);
     Py_XDECREF(category_cache);
@@ -776,13 +834,14 @@ static PyMethodDef buffer_methods[] = {
      "take() -> the records so far as a batch (a MetricsBuffer); this one starts empty."},
     {"clear", (PyCFunction)buffer_clear, METH_NOARGS, "Drop every record."},
     {"columns", (PyCFunction)buffer_columns, METH_NOARGS,
-     "columns() -> (ts_ns, seq, category, values) lists, values as {key: float} dicts."},
+     "columns() -> (ts_ns, seq, category, values) lists, values as {key: value} dicts."},
     {"last", (PyCFunction)buffer_last, METH_NOARGS,
-     "last() -> (seq, category, {key: float}) of the newest record, or None."},
+     "last() -> (seq, category, {key: value}) of the newest record, or None."},
     {"fill", (PyCFunction)buffer_fill, METH_VARARGS,
-     "fill(ts, seq, value, key, category) -> (keys, categories, uniform, finite): one row "
-     "per key of each call into writable buffers of `rows` items: ts (int64 "
-     "microseconds), seq (int64), value (float64), key and category (int32 codes)."},
+     "fill(ts, seq, value, key, category, kind) -> (keys, categories, uniform, finite): "
+     "one row per key of each call into writable buffers of `rows` items: ts (int64 "
+     "microseconds), seq (int64), value (float64), key, category and kind (int32 codes; "
+     "kinds 0 float, 1 int, 2 bool)."},
     {"lines", (PyCFunction)buffer_lines, METH_VARARGS,
      "lines(dumps, per_line) -> JSONL lines of the records (docs/format.md), at most "
      "per_line records a line, or None if a value is NaN or infinite. `dumps` (orjson's) "
@@ -807,7 +866,7 @@ static PySequenceMethods buffer_as_sequence = {
 static PyTypeObject BufferType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "runstore._speedups.MetricsBuffer",
-    .tp_doc = PyDoc_STR("All-float metrics calls in C arrays: what a MetricsRecorder appends to "
+    .tp_doc = PyDoc_STR("Numeric metrics calls in C arrays: what a MetricsRecorder appends to "
                         "and the writer takes batches of."),
     .tp_basicsize = sizeof(Buffer),
     .tp_flags = Py_TPFLAGS_DEFAULT,
@@ -823,7 +882,7 @@ static PyTypeObject BufferType = {
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
-    Buffer *buffer;     /* where all-float calls go */
+    Buffer *buffer;     /* where numeric calls go */
     PyObject *seq;      /* iterator of ints: the writer's sequence numbers */
     PyObject *wake;     /* callable: ask the writer for an early write */
     PyObject *fallback; /* callable with set_metrics' signature: every other call */
@@ -845,18 +904,39 @@ recorder_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject
         || PyUnicode_GET_LENGTH(category) == 0 || PyDict_GET_SIZE(value) > MAX_KEYS) {
         return PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
     }
-    /* One pass: every value a float under a str key (else the Python method takes the
-     * call, nothing recorded here), copied out; the keys compared with the last call's. */
+    /* One pass: every value a float, an exact int or a bool under a str key (else the
+     * Python method takes the call, nothing recorded here), copied out; the keys compared
+     * with the last call's. */
     Py_ssize_t n = PyDict_GET_SIZE(value), pos = 0, j = 0;
     PyObject *key, *item, *seen[MAX_KEYS];
-    double numbers[MAX_KEYS];
+    Number numbers[MAX_KEYS];
+    uint8_t kinds[MAX_KEYS];
     PyObject *last = self->last_keys;
     int same = last != NULL && PyTuple_GET_SIZE(last) == n;
     while (PyDict_Next(value, &pos, &key, &item)) {
-        if (!PyFloat_CheckExact(item) || !PyUnicode_CheckExact(key)) {
+        if (!PyUnicode_CheckExact(key)) {
             return PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
         }
-        numbers[j] = PyFloat_AS_DOUBLE(item);
+        if (PyFloat_CheckExact(item)) {
+            numbers[j].f = PyFloat_AS_DOUBLE(item);
+            kinds[j] = KIND_FLOAT;
+        }
+        else if (PyBool_Check(item)) {
+            numbers[j].i = item == Py_True;
+            kinds[j] = KIND_BOOL;
+        }
+        else if (PyLong_CheckExact(item)) {
+            int overflow = 0;
+            long long whole = PyLong_AsLongLongAndOverflow(item, &overflow);
+            if (overflow || whole > EXACT_INT || whole < -EXACT_INT) {
+                return PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
+            }
+            numbers[j].i = whole;
+            kinds[j] = KIND_INT;
+        }
+        else {
+            return PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
+        }
         seen[j] = key;
         if (same && PyTuple_GET_ITEM(last, j) != key) {
             same = 0;
@@ -900,7 +980,7 @@ recorder_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     int64_t ts_ns = (int64_t)now.tv_sec * 1000000000LL + now.tv_nsec;
-    if (buffer_append(self->buffer, ts_ns, number, category, keys, numbers, n) < 0) {
+    if (buffer_append(self->buffer, ts_ns, number, category, keys, numbers, kinds, n) < 0) {
         return NULL;
     }
     if (((unsigned long long)number & self->wake_mask) == 0) {
@@ -1041,12 +1121,12 @@ count_rows(PyObject *Py_UNUSED(module), PyObject *values)
 static PyObject *
 fill_float_rows(PyObject *Py_UNUSED(module), PyObject *args)
 {
-    PyObject *ts_list, *seq_list, *category_list, *values_list, *buffers[5];
+    PyObject *ts_list, *seq_list, *category_list, *values_list, *buffers[FILL_OUTS];
     Py_ssize_t rows;
-    if (!PyArg_ParseTuple(args, "O!O!O!O!nOOOOO:fill_float_rows", &PyList_Type, &ts_list,
+    if (!PyArg_ParseTuple(args, "O!O!O!O!nOOOOOO:fill_float_rows", &PyList_Type, &ts_list,
                           &PyList_Type, &seq_list, &PyList_Type, &category_list, &PyList_Type,
                           &values_list, &rows, &buffers[0], &buffers[1], &buffers[2],
-                          &buffers[3], &buffers[4])) {
+                          &buffers[3], &buffers[4], &buffers[5])) {
         return NULL;
     }
     Py_ssize_t records = PyList_GET_SIZE(seq_list);
@@ -1063,6 +1143,7 @@ fill_float_rows(PyObject *Py_UNUSED(module), PyObject *args)
     int64_t *ts_out = fill.outs[0].view.buf, *seq_out = fill.outs[1].view.buf;
     double *value_out = fill.outs[2].view.buf;
     int32_t *key_out = fill.outs[3].view.buf, *category_out = fill.outs[4].view.buf;
+    memset(fill.outs[5].view.buf, 0, (size_t)rows * sizeof(int32_t)); /* all KIND_FLOAT */
     /* The first record's keys and codes: later records of the usual loop hold the very
      * same key objects in the same order, found without hashing. */
     PyObject *first_keys[64];
@@ -1158,7 +1239,8 @@ static PyMethodDef module_methods[] = {
      "count_rows(values) -> rows of the metrics table of a values column (keys over all "
      "calls), or None if one is not a dict."},
     {"fill_float_rows", fill_float_rows, METH_VARARGS,
-     "fill_float_rows(ts_ns, seq, category, values, rows, ts, seq, value, key, category) -> "
+     "fill_float_rows(ts_ns, seq, category, values, rows, ts, seq, value, key, category, "
+     "kind) -> "
      "(keys, categories, uniform, finite), or None if a record is not all floats under "
      "string keys.\n\n"
      "Reads the columns of a metrics batch (lists) and "

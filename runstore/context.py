@@ -150,16 +150,16 @@ class RunLogger:
         self._append_progress = writer.buffers[PROGRESS].records.append
         self._append_event = writer.buffers[EVENTS].records.append
         self._recorder: Any = None
-        floats, speedups = writer.buffers[METRICS].floats, _native.speedups
+        numbers, speedups = writer.buffers[METRICS].numbers, _native.speedups
         if (
-            floats is not None
+            numbers is not None
             and speedups is not None
             and type(self).set_metrics is RunLogger.set_metrics
         ):
-            # The same method in C (runstore/_speedups.c): an all-float call goes into C
-            # arrays with no Python object made; every other call comes to the method.
+            # The same method in C (runstore/_speedups.c): a call of numbers only goes into
+            # C arrays with no Python object made; every other call comes to the method.
             self._recorder = speedups.MetricsRecorder(
-                floats, self._seq, writer.wake, RunLogger.set_metrics.__get__(self), _WAKE_MASK
+                numbers, self._seq, writer.wake, RunLogger.set_metrics.__get__(self), _WAKE_MASK
             )
             self.set_metrics = self._recorder  # type: ignore[method-assign]
 
@@ -333,8 +333,8 @@ class RunLogger:
         The hot path, guarded by benchmarks/bench_logging.py: check, copy the dict,
         extend the writer's list with one record (the writer keeps the latest values as
         it drains). Values keep their type; see docs/format.md. With the C speedups, a
-        logger's `set_metrics` is a `MetricsRecorder` that does the same for all-float
-        calls in C and hands every other call to this method.
+        logger's `set_metrics` is a `MetricsRecorder` that does the same for calls of
+        numbers (floats, ints, bools) in C and hands every other call to this method.
         """
         if type(value) is not dict or type(category) is not str or not category or self._finished:
             value, category = self._metrics_arguments(value, category, step)

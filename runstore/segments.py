@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ._native import FloatRows, float_rows
+from ._native import NumberRows, float_rows
 from .errors import RunstoreError
 from .format import (
     EVENTS,
@@ -48,9 +48,9 @@ __all__ = [
     "columns_of_records",
     "decode_lines",
     "encode_lines",
-    "float_rows_table",
     "fsync_dir",
     "header_line",
+    "number_rows_table",
     "read_segment",
     "record_count",
     "safe_table",
@@ -470,8 +470,8 @@ def _uniform_floats_table(
     )
 
 
-def float_rows_table(writer: str, rows: FloatRows, dictionary: bool) -> pa.Table:
-    """The metrics table of a batch the C speedups converted (all floats)."""
+def number_rows_table(writer: str, rows: NumberRows, dictionary: bool) -> pa.Table:
+    """The metrics table of a batch the C speedups converted (numbers only: no text)."""
     count = len(rows.value)
     return pa.table(
         [
@@ -481,7 +481,7 @@ def float_rows_table(writer: str, rows: FloatRows, dictionary: bool) -> pa.Table
             _text(rows.category, dictionary),
             _text(rows.key, dictionary),
             rows.value,
-            _constant("float", count, dictionary),
+            _text(rows.kind, dictionary),
             pa.nulls(count, pa.string()),
         ],
         schema=(SEAL_SCHEMAS if dictionary else SCHEMAS)[METRICS],
@@ -498,7 +498,7 @@ def _metrics_table(
     if all_floats is not False:
         rows = float_rows(columns)
         if rows is not None:
-            return float_rows_table(writer, rows, dictionary)
+            return number_rows_table(writer, rows, dictionary)
     values = columns["values"]
     flat: list[Any] | None = None
     if all_floats is None:

@@ -60,9 +60,9 @@ from .segments import (
     atomic_write_bytes,
     columns_of_records,
     encode_lines,
-    float_rows_table,
     fsync_dir,
     header_line,
+    number_rows_table,
     read_segment,
     record_count,
     table_from_columns,
@@ -124,9 +124,9 @@ class _Stream:
     records: list[Any] = field(default_factory=list)
     #: Metrics records with a value that is not a float (converted value by value).
     mixed: list[Any] = field(default_factory=list)
-    #: All-float metrics calls in C arrays (`runstore._speedups.MetricsBuffer`), where the
+    #: Numeric metrics calls in C arrays (`runstore._speedups.MetricsBuffer`), where the
     #: C `set_metrics` puts them; None without the speedups (or for other streams).
-    floats: Any = None
+    numbers: Any = None
     number: int = 1
     #: Records written to the live segment.
     segment_records: int = 0
@@ -150,9 +150,9 @@ class _Stream:
         for name in self.__dataclass_fields__:
             if name in ("records", "mixed"):
                 del getattr(self, name)[:]
-            elif name == "floats":
-                if self.floats is not None:
-                    self.floats.clear()
+            elif name == "numbers":
+                if self.numbers is not None:
+                    self.numbers.clear()
             else:
                 setattr(self, name, getattr(fresh, name))
 
@@ -185,7 +185,7 @@ class RunWriter:
         self.seq = itertools.count(1)
         self.manifest = manifest
         self.buffers = {name: _Stream(name, run_dir / STREAMS_DIR / name) for name in STREAMS}
-        self.buffers[METRICS].floats = metrics_buffer()
+        self.buffers[METRICS].numbers = metrics_buffer()
         self._labels = dict(labels or {})
         self.writer_manifest = self._new_writer_manifest()
         self._io_lock = threading.RLock()
@@ -284,8 +284,8 @@ class RunWriter:
         stream = self.buffers[METRICS]
         with self._io_lock:  # the writer thread drains under it
             pending = [_metric_columns(stream.records), _metric_columns(stream.mixed)]
-            if stream.floats is not None:
-                pending.append(_batch_columns(stream.floats))
+            if stream.numbers is not None:
+                pending.append(_batch_columns(stream.numbers))
             return self._latest.snapshot(pending)
 
     def flush(self) -> None:
@@ -380,7 +380,7 @@ class RunWriter:
                 self._write_writer_manifest(durable=False)
 
     def _drain(self, stream: _Stream) -> None:
-        native = _take_floats(stream)
+        native = _take_numbers(stream)
         batches = _take_batches(stream)
         count = sum(record_count(columns) for columns, _ in batches)
         if native is not None:
@@ -435,7 +435,7 @@ class RunWriter:
             self._latest.fold(_batch_columns(batch))
         if tables is not None:
             try:
-                tables.append(float_rows_table(self.writer_id, batch_rows(batch), dictionary=True))
+                tables.append(number_rows_table(self.writer_id, batch_rows(batch), dictionary=True))
             except Exception as exc:
                 stream.pending_tables = None
                 self._report(
@@ -461,7 +461,7 @@ class RunWriter:
                 if rows is not None:  # converted in C in one pass
                     hints.append(_Hint(rows.keys if rows.uniform else None, rows.finite))
                     if stream.pending_tables is not None:
-                        tables.append(float_rows_table(self.writer_id, rows, dictionary=True))
+                        tables.append(number_rows_table(self.writer_id, rows, dictionary=True))
                     continue
                 # Whether a batch's calls all logged the same keys (the usual loop), found
                 # once for the Arrow conversion and the latest values alike.
@@ -693,10 +693,10 @@ def _take_batches(stream: _Stream) -> list[tuple[Columns, bool | None]]:
     return batches
 
 
-def _take_floats(stream: _Stream) -> Any:
+def _take_numbers(stream: _Stream) -> Any:
     """The C-recorded calls taken now as a batch (a MetricsBuffer), or None."""
-    floats = stream.floats
-    return floats.take() if floats is not None and len(floats) else None
+    numbers = stream.numbers
+    return numbers.take() if numbers is not None and len(numbers) else None
 
 
 def _batch_columns(batch: Any) -> Columns:

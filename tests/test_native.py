@@ -22,7 +22,7 @@ from runstore.format import METRICS, RECORD_FIELDS
 from runstore.segments import (
     columns_of_records,
     decode_lines,
-    float_rows_table,
+    number_rows_table,
     table_from_columns,
 )
 
@@ -41,7 +41,9 @@ def _job(ctx: runstore.RuntimeContext) -> None:
     """Every kind of set_metrics call: the C path takes some, the Python method the rest."""
     ctx.set_metrics({"loss": 0.5, "acc": 0.25}, "train")
     ctx.set_metrics({"loss": math.nan, "acc": math.inf}, "train")
-    ctx.set_metrics({"epoch": 3, "name": "x"}, "train")  # not all floats
+    ctx.set_metrics({"epoch": 3, "name": "x"}, "train")  # text: the Python method
+    ctx.set_metrics({"epoch": 4, "loss": 0.5, "ok": False}, "train")  # numbers: C
+    ctx.set_metrics({"epoch": 2**60}, "train")  # beyond 2^53: the Python method
     ctx.set_metrics({"loss": 0.125}, step="validation")  # keyword
     ctx.set_metrics({"loss": 0.75}, category="train")
     ctx.set_metrics({}, "train")
@@ -110,7 +112,8 @@ def test_recorder_fills_the_buffer_and_wakes_the_writer() -> None:
     assert len(buffer) == 9 and buffer.rows == 18 and buffer.uniform and buffer.finite
     assert woken == [4, 8]  # after the 4th and 8th record
     for call in (
-        (({"loss": 1}, "train"), {}),  # an int
+        (({"loss": "x"}, "train"), {}),  # text
+        (({"loss": 2**53 + 1}, "train"), {}),  # an int beyond a float64's exact ones
         (({1: 1.0}, "train"), {}),  # a key that is not text
         (({"loss": 1.0},), {"step": "train"}),
         (({"loss": 1.0},), {}),
@@ -118,11 +121,11 @@ def test_recorder_fills_the_buffer_and_wakes_the_writer() -> None:
         (({f"k{i}": 0.5 for i in range(65)}, "train"), {}),  # more keys than C holds
     ):
         assert record(*call[0], **call[1]) == "fallback"
-    assert fallback_calls[0] == (({"loss": 1}, "train"), {})
-    assert fallback_calls[2] == (({"loss": 1.0},), {"step": "train"})
+    assert fallback_calls[0] == (({"loss": "x"}, "train"), {})
+    assert fallback_calls[3] == (({"loss": 1.0},), {"step": "train"})
     record.close()
     assert record({"loss": 1.0}, "train") == "fallback"
-    assert len(fallback_calls) == 7 and len(buffer) == 9
+    assert len(fallback_calls) == 8 and len(buffer) == 9
     assert "closed" in repr(record)
 
     batch = buffer.take()
@@ -132,6 +135,12 @@ def test_recorder_fills_the_buffer_and_wakes_the_writer() -> None:
     assert values == [{"loss": float(i), "acc": 0.5} for i in range(9)]
     assert batch.last() == (9, "train", {"loss": 8.0, "acc": 0.5})
     assert ts == sorted(ts) and all(type(t) is int for t in ts)
+    # ints (exact in a float64) and bools stay in C and come back as logged
+    numbers = speedups.MetricsRecorder(buffer, itertools.count(10), lambda: None, fallback, 0xFF)
+    numbers({"epoch": 3, "ok": True, "lr": 0.5, "big": -(2**53)}, "train")
+    assert len(buffer) == 1 and buffer.rows == 4 and len(fallback_calls) == 8
+    assert buffer.last() == (10, "train", {"epoch": 3, "ok": True, "lr": 0.5, "big": -(2**53)})
+    assert [type(v) for v in buffer.last()[2].values()] == [int, bool, float, int]
 
 
 def test_a_batch_knows_when_its_calls_differ() -> None:
@@ -155,7 +164,9 @@ def test_a_batch_knows_when_its_calls_differ() -> None:
             st.sampled_from(["train", "validation", "검증", 'a"b\\c']),
             st.dictionaries(
                 st.sampled_from(["loss", "acc", "정확도", "x\ny", "back\\slash", ""]),
-                st.floats(allow_nan=False, allow_infinity=False),
+                st.floats(allow_nan=False, allow_infinity=False)
+                | st.integers(-(2**53), 2**53)
+                | st.booleans(),
                 max_size=5,
             ),
         ),
@@ -179,11 +190,13 @@ def test_lines_of_a_batch_decode_to_its_records(
     assert not decoded.problems and decoded.torn_bytes == 0
     assert decoded.columns == dict(zip(RECORD_FIELDS[METRICS], batch.columns(), strict=True))
     assert [v for _, v in calls] == decoded.columns["values"]
+    typed = [[type(x) for x in v.values()] for v in decoded.columns["values"]]
+    assert typed == [[type(x) for x in v.values()] for _, v in calls]
     # and the same batch as Arrow, against the Python conversion of its columns
     columns = decoded.columns
     with implementation("python"):
-        expected = table_from_columns(METRICS, "w", columns, all_floats=True)
-    found = float_rows_table("w", batch_rows(batch), dictionary=False)
+        expected = table_from_columns(METRICS, "w", columns, all_floats=None)
+    found = number_rows_table("w", batch_rows(batch), dictionary=False)
     assert _decoded(found) == _decoded(expected)
 
 

@@ -179,7 +179,7 @@ def unconverted(
     # Both ways the writer converts: in Python, and from the C speedups' rows.
     with monkeypatch.context() as patch:
         patch.setattr(runstore.writer, "table_from_columns", failing)
-        patch.setattr(runstore.writer, "float_rows_table", failing)
+        patch.setattr(runstore.writer, "number_rows_table", failing)
         ctx = open_run(root, env={})
         for index in range(10):
             ctx.set_metrics({"i": float(index)}, "c")
