@@ -702,6 +702,7 @@ buffer_lines(Buffer *self, PyObject *args)
         Py_RETURN_NONE; /* NaN and infinities need the `special` column: orjson's path */
     }
     PyObject *lines = PyList_New(0), *key_cache = PyDict_New(), *category_cache = PyDict_New();
+    PyObject *result = NULL;
     Floats floats = {self, dumps, 0, NULL, NULL};
     Line line = {self->origin != NULL ? self->origin : self, NULL};
     if (!lines || !key_cache || !category_cache) {
@@ -799,16 +800,14 @@ buffer_lines(Buffer *self, PyObject *args)
         }
         Py_DECREF(text);
     }
-    Py_XDECREF(floats.text);
-    Py_DECREF(key_cache);
-    Py_DECREF(category_cache);
-    return lines;
+    result = lines;
+    lines = NULL;
 fail:
     Py_XDECREF(floats.text);
     Py_XDECREF(lines);
     Py_XDECREF(key_cache);
     Py_XDECREF(category_cache);
-    return NULL;
+    return result;
 }
 
 static PyObject *
