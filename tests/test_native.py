@@ -63,6 +63,8 @@ def test_both_ways_store_the_same_metrics(kind: str, tmp_path: Path) -> None:
         latest = ctx.logger.get_metrics()
     assert _metrics_rows(ctx.run_dir) == _metrics_rows(python_ctx.run_dir)
     assert latest["train"]["loss"] == 2.0 and latest["fit"] == {"loss": 1.5}
+    # newest by seq across the C buffer and the Python method's records, types kept
+    assert latest["train"]["epoch"] == 2**60 and latest["train"]["ok"] is False
 
 
 @pytest.mark.parametrize("kind", IMPLEMENTATIONS)
