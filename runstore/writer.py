@@ -437,11 +437,7 @@ class RunWriter:
             try:
                 tables.append(number_rows_table(self.writer_id, batch_rows(batch), dictionary=True))
             except Exception as exc:
-                stream.pending_tables = None
-                self._report(
-                    f"cannot convert {stream.name} records to Arrow ({exc!r}); "
-                    "the segment will be sealed from its JSONL"
-                )
+                self._conversion_failed(stream, exc)
         lines: list[bytes] | None = batch.lines(_DUMPS, MAX_RECORDS_PER_LINE)
         if lines is None:  # a NaN or an infinity: the `special` column
             lines = encode_lines(METRICS, _batch_columns(batch))
@@ -480,13 +476,18 @@ class RunWriter:
                 tables.append(table)
                 hints.append(_Hint(keys, bool(all_floats) and _all_finite(table)))
         except Exception as exc:
-            stream.pending_tables = None
-            self._report(
-                f"cannot convert {stream.name} records to Arrow ({exc!r}); "
-                "the segment will be sealed from its JSONL"
-            )
+            self._conversion_failed(stream, exc)
             hints += [_Hint(None, False)] * (len(batches) - len(hints))
         return (tables if stream.pending_tables is not None else None), hints
+
+    def _conversion_failed(self, stream: _Stream, exc: Exception) -> None:
+        """Records that did not convert to Arrow (a bug): reported; the live segment is
+        then sealed from its JSONL, as any reader reads it."""
+        stream.pending_tables = None
+        self._report(
+            f"cannot convert {stream.name} records to Arrow ({exc!r}); "
+            "the segment will be sealed from its JSONL"
+        )
 
     def _write_pending(self, stream: _Stream) -> bool:
         if not stream.pending:
