@@ -285,7 +285,7 @@ class RunWriter:
         with self._io_lock:  # the writer thread drains under it
             pending = [_metric_columns(stream.records), _metric_columns(stream.mixed)]
             if stream.numbers is not None:
-                pending.append(_batch_columns(stream.numbers))
+                pending.append(_newest_columns(stream.numbers))
             return self._latest.snapshot(pending)
 
     def flush(self) -> None:
@@ -428,11 +428,7 @@ class RunWriter:
     ) -> list[bytes]:
         """A batch of C-recorded calls: folded into the latest values, converted to Arrow
         (added to `tables`) and to JSONL lines (returned), each in one C pass."""
-        if batch.uniform:  # one category and key set: the newest call holds every value
-            seq, category, values = batch.last()
-            self._latest.take(category, seq, values)
-        else:
-            self._latest.fold(_batch_columns(batch))
+        self._latest.fold(_newest_columns(batch))
         if tables is not None:
             try:
                 tables.append(number_rows_table(self.writer_id, batch_rows(batch), dictionary=True))
@@ -703,6 +699,16 @@ def _take_numbers(stream: _Stream) -> Any:
 def _batch_columns(batch: Any) -> Columns:
     """A MetricsBuffer's records as Python columns (for the paths that need them)."""
     return dict(zip(RECORD_FIELDS[METRICS], batch.columns(), strict=True))
+
+
+def _newest_columns(batch: Any) -> Columns:
+    """What the latest values need of a MetricsBuffer: its newest call alone if every call
+    has one category and key set (that call then holds every newest value, found in C),
+    else all its calls."""
+    if not batch.uniform:
+        return _batch_columns(batch)
+    seq, category, values = batch.last()
+    return dict(zip(RECORD_FIELDS[METRICS], ([None], [seq], [category], [values]), strict=True))
 
 
 def _all_finite(table: pa.Table) -> bool:
