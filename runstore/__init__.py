@@ -10,6 +10,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .compact import CompactReport, compact
+from .confinement import QueryLimits
 from .context import RunLogger, RuntimeContext, attach_run, open_run
 from .env import PluginEnvironment
 from .errors import (
@@ -24,7 +25,7 @@ from .errors import (
 )
 from .export import export_store
 from .format import FORMAT_VERSION, LogLevel, RunManifest, WriterManifest
-from .query import Store
+from .query import QueryResult, Store
 from .reader import RunData, RunInfo, list_runs, read_run
 from .writer import WriterOptions
 
@@ -37,6 +38,8 @@ __all__ = [
     "ManifestError",
     "PluginEnvironment",
     "QueryError",
+    "QueryLimits",
+    "QueryResult",
     "RunData",
     "RunDirectoryError",
     "RunInfo",

@@ -5,19 +5,19 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import IO, Any, Final
 
-import duckdb
 import orjson
+import pyarrow as pa
 import pyarrow.parquet as pq
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ["FORMATS", "write_result"]
+__all__ = ["FORMATS", "RowsOf", "write_result"]
 
 FORMATS: Final = ("table", "csv", "json", "jsonl", "parquet")
 
@@ -59,63 +59,72 @@ def _rows_json(columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> list[
     return [{c: _plain(v) for c, v in zip(columns, row, strict=True)} for row in rows]
 
 
+#: Rows converted to Python at a time: a large csv or jsonl result is streamed.
+_CHUNK_ROWS: Final = 10_000
+
+#: Python rows of an Arrow table, as DuckDB's own conversion makes them.
+RowsOf = Callable[[pa.Table], list[tuple[Any, ...]]]
+
+
 def write_result(
-    relation: duckdb.DuckDBPyRelation,
+    table: pa.Table,
     fmt: str,
     out: IO[bytes],
+    rows_of: RowsOf,
     *,
-    max_rows: int = 0,
+    truncated: bool = False,
     console: Console | None = None,
 ) -> int:
-    """Write a query's result to `out` in `fmt`; returns the number of rows.
+    """Write a query's result to `out` in `fmt`; returns the number of rows written.
 
-    `max_rows` (table only) caps the rows shown, with a line saying how many more.
+    `truncated`: the table holds the first rows of a larger result (a table then says
+    so under its rows).
     """
     if fmt == "parquet":
-        table = relation.to_arrow_table()
         pq.write_table(table, out, compression="zstd")
         return int(table.num_rows)
-    columns = list(relation.columns)
-    rows = relation.fetchall()
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+    columns = table.column_names
     if fmt == "json":
+        rows = rows_of(table)
         out.write(orjson.dumps(_rows_json(columns, rows), option=orjson.OPT_INDENT_2) + b"\n")
-    elif fmt == "jsonl":
-        for row in _rows_json(columns, rows):
-            out.write(orjson.dumps(row) + b"\n")
-    elif fmt == "csv":
+    elif fmt == "table":
+        _write_table(table.schema, rows_of(table), truncated, console)
+    else:
         text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=True)
         writer = csv.writer(text)
-        writer.writerow(columns)
-        writer.writerows([_cell(v) for v in row] for row in rows)
+        if fmt == "csv":
+            writer.writerow(columns)
+        for start in range(0, table.num_rows, _CHUNK_ROWS):
+            chunk = rows_of(table.slice(start, _CHUNK_ROWS))
+            if fmt == "jsonl":
+                out.write(b"".join(orjson.dumps(r) + b"\n" for r in _rows_json(columns, chunk)))
+            else:
+                writer.writerows([_cell(v) for v in row] for row in chunk)
         text.detach()
-    elif fmt == "table":
-        _write_table(columns, relation.types, rows, max_rows, console)
-    else:
-        raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
-    return len(rows)
+    return int(table.num_rows)
+
+
+def _numeric(kind: pa.DataType) -> bool:
+    types = pa.types
+    return bool(types.is_integer(kind) or types.is_floating(kind) or types.is_decimal(kind))
 
 
 def _write_table(
-    columns: list[str],
-    types: Sequence[Any],
-    rows: list[tuple[Any, ...]],
-    max_rows: int,
-    console: Console | None,
+    schema: pa.Schema, rows: list[tuple[Any, ...]], truncated: bool, console: Console | None
 ) -> None:
     table = Table(show_lines=False)
-    numeric = ("INTEGER", "BIGINT", "DOUBLE", "FLOAT", "DECIMAL", "HUGEINT", "SMALLINT")
-    for name, kind in zip(columns, types, strict=True):
-        right = str(kind).startswith(numeric)
-        table.add_column(name, justify="right" if right else "left")
-    shown = rows if not max_rows else rows[:max_rows]
-    for row in shown:
+    for column in schema:
+        table.add_column(column.name, justify="right" if _numeric(column.type) else "left")
+    for row in rows:
         table.add_row(*(Text(_cell(v)) for v in row))  # values are not markup
     target = console or Console()
     target.print(table)
-    if len(shown) < len(rows):
+    if truncated:
         target.print(
-            f"[dim]{len(rows)} rows, {len(shown)} shown; use --max-rows 0, a LIMIT, "
-            "or --format csv|json to see them all[/]"
+            f"[dim]the first {len(rows)} rows; more were not fetched: use --max-rows 0, "
+            "a LIMIT, or --format csv|json to see them all[/]"
         )
     else:
         target.print(f"[dim]{len(rows)} row{'s' if len(rows) != 1 else ''}[/]")

@@ -227,14 +227,24 @@ dev_events, progress, metrics, latest_metrics, latest_progress (docs/sql.md).
 def _print_query(
     store: Store, query: str, fmt: str, out: IO[bytes], max_rows: int, console: Console
 ) -> None:
-    import duckdb
-
-    try:
-        relation = store.sql(query)
-        if relation is not None:
-            write_result(relation, fmt, out, max_rows=max_rows, console=console)
-    except duckdb.Error as exc:  # raised while the result is fetched
-        raise QueryError(f"SQL error: {str(exc).strip()}") from None
+    """Run a query and print its result; a table fetches no more rows than it shows."""
+    result = store.query(query, max_rows=max_rows if fmt == "table" and max_rows else None)
+    if not result.table.num_columns:  # a statement without a result
+        return
+    write_result(
+        result.table,
+        fmt,
+        out,
+        lambda table: store.connection.from_arrow(table).fetchall(),
+        truncated=result.truncated,
+        console=console,
+    )
+    if result.truncated and fmt != "table" and store.limits is not None:
+        click.echo(
+            f"warning: only the first {result.table.num_rows:,} rows were written: the "
+            "row cap of confined SQL; add a LIMIT or a WHERE",
+            err=True,
+        )
 
 
 def _dot_command(store: Store, line: str, state: dict[str, Any], console: Console) -> bool:
@@ -311,7 +321,8 @@ def _repl(store: Store, fmt: str, max_rows: int, console: Console) -> None:
 @click.option(
     "--confined",
     is_flag=True,
-    help="Allow only SELECT queries that read the store (as the viewer does).",
+    help="Allow only read-only queries of the store, under a time, memory and row limit "
+    "(as the viewer does; docs/sql.md).",
 )
 @click.option(
     "--interactive",

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -41,11 +44,12 @@ from .archive import (
     writers_table,
 )
 from .compact import CompactReport, compact
+from .confinement import QueryLimits, check_read_only
 from .errors import ManifestError, QueryError, RunDirectoryError, RunstoreError, RunstoreWarning
 from .format import DEV_EVENTS, EVENTS, METRICS, PROGRESS, STREAMS
 from .reader import RunData, SegmentCache, read_run, read_stream
 
-__all__ = ["VIEWS", "Store"]
+__all__ = ["VIEWS", "QueryResult", "Store"]
 
 #: The views every store offers, in the order docs/sql.md describes them.
 VIEWS: Final = (
@@ -74,9 +78,20 @@ _DERIVED_VIEWS: Final = {
     ),
 }
 
-# Statement types a confined store runs: queries that read (DESCRIBE, SUMMARIZE and
-# SHOW are SELECTs to DuckDB), and EXPLAIN of them.
-_READ_ONLY: Final = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+#: Rows fetched at a time by `Store.query`, so a row cap stops the fetch early.
+_BATCH_ROWS: Final = 8192
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """What `Store.query` fetched: the rows as Arrow, and whether some were left out."""
+
+    table: pa.Table
+    #: More rows than the cap existed; `table` holds the first ones.
+    truncated: bool = False
+
 
 #: Finished runs outside the archive beyond which `runstore sql` suggests compacting.
 COMPACT_HINT_RUNS: Final = 200
@@ -104,21 +119,32 @@ class Store:
     """SQL over all runs under `root`.
 
     `sql()` returns a DuckDB relation (`.arrow()`, `.fetchall()`, `.df()` with pandas
-    installed). A confined store (`confined=True`, for SQL from the viewer or any other
-    untrusted source) runs only SELECT queries, and DuckDB may read no file outside the
-    root and write none. Not thread-safe: give each thread its own store.
+    installed); `query()` fetches a result as Arrow, up to a number of rows. A confined
+    store (`confined=True`, for SQL from the viewer or any other untrusted source) runs
+    only read-only queries, under `limits` (time, memory, rows; `QueryLimits()` unless
+    given), and DuckDB may read no file outside the root's archive and write none (see
+    `runstore.confinement`). `limits` given to a store that is not confined apply too.
+    Not thread-safe: give each thread its own store.
 
     Raises `RunDirectoryError` if `root` is not a folder. Damaged runs and segments are
     left out and described in `problems` (and warned of once), never fatal.
     """
 
     def __init__(
-        self, root: str | os.PathLike[str], *, confined: bool = False, threads: int | None = None
+        self,
+        root: str | os.PathLike[str],
+        *,
+        confined: bool = False,
+        threads: int | None = None,
+        limits: QueryLimits | None = None,
     ) -> None:
         self.root = Path(root).resolve()
         if not self.root.is_dir():
             raise RunDirectoryError(f"{root}: no such folder of runs")
         self.confined = confined
+        self.limits = limits if limits is not None or not confined else QueryLimits()
+        #: Parses confined queries; never holds the store's views.
+        self._parser = duckdb.connect() if confined else None
         self.problems: list[str] = []
         self._warned: set[str] = set()
         self._con = duckdb.connect()
@@ -137,9 +163,16 @@ class Store:
 
     def _confine(self) -> None:
         # The order matters: allowed_directories cannot change once external access is
-        # off, and lock_configuration stops a query from turning either back.
+        # off, and lock_configuration stops a query from turning either back. Only the
+        # archive may be read (the views' Parquet files): a run folder is untrusted,
+        # and a link in it could point anywhere. No temp directory: DuckDB's default
+        # (./.tmp) is outside the root, and its files would be readable.
+        assert self.limits is not None
+        memory = "'" + self.limits.memory.replace("'", "''") + "'"
         for statement in (
-            f"SET allowed_directories = [{sql_path(self.root)} || '/']",
+            f"SET allowed_directories = [{sql_path(archive_dir(self.root))} || '/']",
+            "SET temp_directory = ''",
+            f"SET memory_limit = {memory}",
             "SET python_enable_replacements = false",
             "SET autoinstall_known_extensions = false",
             "SET autoload_known_extensions = false",
@@ -153,25 +186,52 @@ class Store:
     def sql(self, query: str, params: Any = None) -> duckdb.DuckDBPyRelation | None:
         """Run `query` over the store as it is now; a relation for a query, else None.
 
-        Raises `QueryError` with DuckDB's message if the SQL is wrong, or, in a
-        confined store, if it is not a read-only query or reaches outside the root.
+        Raises `QueryError` with DuckDB's message if the SQL is wrong. In a confined
+        store the query runs to its end here, under the store's `limits` (the relation
+        holds its result), so every refusal, a time-out or a memory limit raises
+        `QueryError` now, as does a result of more than `limits.max_rows` rows (use
+        `query()` to take the first rows of a larger one). In a store that is not
+        confined the relation is DuckDB's, run when fetched, and errors that DuckDB
+        finds only then (a value that does not cast) raise `duckdb.Error` then.
         """
-        self._check(query)
-        self.refresh()
-        try:
-            return self._con.sql(query, params=params)
-        except duckdb.IOException as exc:
-            if str(archive_dir(self.root)) not in str(exc):
+        if self.limits is None:
+            self.refresh()
+            try:
+                return self._with_retry(lambda: self._con.sql(query, params=params))
+            except duckdb.Error as exc:
                 raise self._error(exc) from None
-        except duckdb.Error as exc:
-            raise self._error(exc) from None
-        # A compaction replaced the archive between our refresh and the query: again.
-        self._catalog_key = None
+        result = self.query(query, params)
+        if result.truncated:
+            raise QueryError(
+                f"the query returned more than {self.limits.max_rows:,} rows, the row cap "
+                "of this store; add a LIMIT or a WHERE, or use Store.query() for the "
+                "first rows"
+            )
+        return self._con.from_arrow(result.table)
+
+    def query(self, query: str, params: Any = None, *, max_rows: int | None = None) -> QueryResult:
+        """Run `query` and fetch its result (its first `max_rows` rows) as Arrow.
+
+        Every failure raises `QueryError`: wrong SQL, a refusal, and in a store with
+        `limits`, a query past its time or memory limit. The rows are capped at
+        `max_rows` and at `limits.max_rows`; `QueryResult.truncated` says whether rows
+        were left out. A statement that returns nothing gives an empty table.
+        """
+        cap = max_rows
+        if self.limits is not None:
+            cap = self.limits.max_rows if cap is None else min(cap, self.limits.max_rows)
+        if cap is not None and cap < 0:
+            raise ValueError(f"max_rows must be >= 0, not {max_rows!r}")
+        text = self._check(query)
         self.refresh()
-        try:
-            return self._con.sql(query, params=params)
-        except duckdb.Error as exc:
-            raise self._error(exc) from None
+        with self._deadline() as expired:
+            try:
+                return self._with_retry(lambda: self._fetch(text, params, cap))
+            except (duckdb.Error, OSError, pa.ArrowException) as exc:
+                # Rows are read through Arrow, whose errors carry DuckDB's message.
+                if expired.is_set():
+                    raise self._timed_out() from None
+                raise self._error(exc) from None
 
     def refresh(self) -> None:
         """Look at the root again; `sql()` does this before every query."""
@@ -223,6 +283,8 @@ class Store:
 
     def close(self) -> None:
         self._con.close()
+        if self._parser is not None:
+            self._parser.close()
 
     def __enter__(self) -> Store:
         return self
@@ -232,28 +294,93 @@ class Store:
 
     # -- checking and errors ----------------------------------------------------------
 
-    def _check(self, query: str) -> None:
-        if not self.confined:
-            return
-        try:
-            statements = self._con.extract_statements(query)
-        except duckdb.Error as exc:
-            raise self._error(exc) from None
-        if not statements:
-            raise QueryError("refused: empty query")
-        for statement in statements:
-            if statement.type not in _READ_ONLY:
-                kind = statement.type.name.replace("_STATEMENT", "")
-                raise QueryError(
-                    f"refused: a confined store runs only SELECT queries, not {kind} "
-                    f"({statement.query.strip()[:60]!r})"
-                )
+    def _check(self, query: str) -> str:
+        """The query to run: in a confined store, its one statement once checked."""
+        if self._parser is None:
+            return query
+        return check_read_only(query, self._parser)
 
-    def _error(self, exc: duckdb.Error) -> QueryError:
+    def _with_retry(self, run: Callable[[], _T]) -> _T:
+        """Run once more if a compaction replaced the archive between our refresh and
+        the query (the files the views named are gone)."""
+        try:
+            return run()
+        except (duckdb.IOException, OSError) as exc:
+            if str(archive_dir(self.root)) not in str(exc):
+                raise
+        self._catalog_key = None
+        self.refresh()
+        return run()
+
+    def _fetch(self, text: str, params: Any, cap: int | None) -> QueryResult:
+        # None for a statement without a result (DuckDB before 2.0).
+        relation: duckdb.DuckDBPyRelation | None = self._con.sql(text, params=params)
+        if relation is None:
+            return QueryResult(pa.table({}))
+        # to_arrow_reader is DuckDB's newer name of fetch_record_batch.
+        open_reader = getattr(relation, "to_arrow_reader", None) or relation.fetch_record_batch
+        reader = open_reader(_BATCH_ROWS)
+        batches: list[pa.RecordBatch] = []
+        rows, truncated = 0, False
+        try:
+            for batch in reader:
+                if cap is not None and rows + batch.num_rows > cap:
+                    batches.append(batch.slice(0, cap - rows))
+                    truncated = True
+                    break
+                batches.append(batch)
+                rows += batch.num_rows
+        finally:
+            reader.close()
+        return QueryResult(pa.Table.from_batches(batches, schema=reader.schema), truncated)
+
+    @contextmanager
+    def _deadline(self) -> Iterator[threading.Event]:
+        """Interrupt the connection once the time limit passes; the event says it did."""
+        expired = threading.Event()
+        if self.limits is None:
+            yield expired
+            return
+        lock = threading.Lock()
+        running = True
+
+        def interrupt() -> None:
+            with lock:
+                if running:
+                    expired.set()
+                    self._con.interrupt()
+
+        timer = threading.Timer(self.limits.timeout, interrupt)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield expired
+        finally:
+            with lock:
+                running = False
+            timer.cancel()
+
+    def _timed_out(self) -> QueryError:
+        assert self.limits is not None
+        return QueryError(
+            f"cancelled: the query ran past the time limit of {self.limits.timeout:g} s; "
+            "narrow it (a WHERE on run_id or key, a LIMIT) or give the store a longer "
+            "QueryLimits(timeout=...)"
+        )
+
+    def _error(self, exc: Exception) -> QueryError:
         message = str(exc).strip()
-        if isinstance(exc, duckdb.PermissionException):
+        if isinstance(exc, duckdb.PermissionException) or message.startswith("Permission"):
             return QueryError(
                 f"refused: {message}; confined SQL may read only the store under {self.root}"
+            )
+        if self.limits is not None and (
+            isinstance(exc, duckdb.OutOfMemoryException) or message.startswith("Out of Memory")
+        ):
+            return QueryError(
+                f"refused: the query needs more memory than this store allows "
+                f"({self.limits.memory}); narrow it (a WHERE, fewer columns) or give the "
+                "store a larger QueryLimits(memory=...)"
             )
         return QueryError(f"SQL error: {message} (views: {', '.join(VIEWS)}; see docs/sql.md)")
 

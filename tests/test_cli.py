@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -158,3 +159,28 @@ def test_compact_and_export_commands(tmp_path: Path) -> None:
     assert exported.returncode == 0 and "metrics 519" in exported.stdout
     refused = _cli("export", str(root), "--to", str(tmp_path / "parquet"))
     assert refused.returncode == 1 and "--overwrite" in refused.stderr
+
+
+def test_sql_table_output_fetches_only_the_rows_it_shows() -> None:
+    # Ten billion rows: fetching them all would never end (nor fit in memory).
+    shown = _cli("sql", str(SAMPLE_RUNS), "SELECT * FROM range(10000000000)", "--max-rows", "5")
+    assert shown.returncode == 0, shown.stderr
+    assert "the first 5 rows; more were not fetched" in shown.stdout
+
+
+def test_confined_sql_refuses_a_wrapped_write_with_a_clear_error(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    shutil.copytree(SAMPLE_RUNS, root)
+    manifest = (root / "demo-train" / "run.json").read_bytes()
+    query = (
+        "EXPLAIN ANALYZE COPY (SELECT 'forged' AS run_id) "
+        f"TO '{root}/demo-train/run.json' (FORMAT json)"
+    )
+    refused = _cli("sql", str(root), "--confined", query)
+    assert refused.returncode == 1
+    assert "error: refused: confined SQL runs only SELECT queries" in refused.stderr
+    assert (root / "demo-train" / "run.json").read_bytes() == manifest
+    capped = _cli("sql", str(root), "--confined", "--format", "csv", "SELECT * FROM range(200000)")
+    assert capped.returncode == 0, capped.stderr
+    assert len(capped.stdout.splitlines()) == 100_001  # the header and the row cap
+    assert "only the first 100,000 rows were written" in capped.stderr

@@ -1,0 +1,146 @@
+"""What confined SQL may run, decided from what a statement does, and its limits.
+
+A confined `Store` (the viewer's SQL box, `runstore sql --confined`) takes SQL from
+someone it does not trust. Its guarantees rest on two layers:
+
+- the statement: exactly one, and it must be a read. DuckDB's own parser decides:
+  the statement must serialize as a SELECT tree (`json_serialize_sql`, which refuses
+  every other statement), and `EXPLAIN [ANALYZE]` is allowed only around such a
+  SELECT. The tree is walked, at every nesting, for table functions that run SQL from a
+  string (`query`, `query_table`, `json_execute_serialized_sql`): what is checked is
+  what runs. So no query can write a file, change a view, a table, a macro or a
+  setting, or wrap a statement that would;
+- the engine: the connection may read no file outside the store's archive and write
+  none, has no temp directory (nothing spills to disk), has a memory limit, loads no
+  extension, sees no Python variable, and its settings are locked.
+
+Each confined query also runs under a time limit (interrupted, then `QueryError`) and
+returns at most `QueryLimits.max_rows` rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Final
+
+import duckdb
+import orjson
+
+from .errors import QueryError
+
+__all__ = ["QueryLimits", "check_read_only"]
+
+#: Table functions that run SQL given as a string or a serialized plan: the string is
+#: not part of the checked tree, so they are refused, whatever it holds.
+_REFUSED_FUNCTIONS: Final = frozenset({"query", "query_table", "json_execute_serialized_sql"})
+
+
+@dataclass(frozen=True)
+class QueryLimits:
+    """What one confined query may use. Defaults suit an interactive SQL box."""
+
+    #: Seconds a query may run, its rows fetched included; then it is cancelled.
+    timeout: float = 30.0
+    #: DuckDB's memory limit for the store's connection (DuckDB syntax: "1GB", "500MB").
+    #: A query that needs more fails with a `QueryError`; nothing spills to disk.
+    memory: str = "1GB"
+    #: Rows a query returns at most; `Store.query` says when there were more.
+    max_rows: int = 100_000
+
+    def __post_init__(self) -> None:
+        if not self.timeout > 0:
+            raise ValueError(f"QueryLimits.timeout must be > 0 seconds, not {self.timeout!r}")
+        if self.max_rows < 1:
+            raise ValueError(f"QueryLimits.max_rows must be >= 1, not {self.max_rows!r}")
+
+
+def check_read_only(query: str, parser: duckdb.DuckDBPyConnection) -> str:
+    """The text of `query`'s one statement if it only reads, else `QueryError`.
+
+    `parser` is a connection used only to parse (never one holding the store's views).
+    """
+    statements = _statements(query, parser)
+    if not statements:
+        raise QueryError("refused: empty query")
+    if len(statements) > 1:
+        raise QueryError(
+            f"refused: confined SQL runs one statement at a time, not {len(statements)}"
+        )
+    statement = statements[0]
+    text: str = statement.query
+    if statement.type == duckdb.StatementType.EXPLAIN:
+        _check_select(_explained(text, parser), parser)
+    elif statement.type == duckdb.StatementType.SELECT:
+        _check_select(text, parser)
+    else:
+        raise _refused(statement.type.name.replace("_STATEMENT", ""), text)
+    return text
+
+
+def _statements(query: str, parser: duckdb.DuckDBPyConnection) -> list[Any]:
+    try:
+        return list(parser.extract_statements(query))
+    except duckdb.Error as exc:
+        raise QueryError(f"SQL error: {str(exc).strip()}") from None
+
+
+def _refused(kind: str, text: str) -> QueryError:
+    return QueryError(
+        f"refused: confined SQL runs only SELECT queries (and EXPLAIN of them), not {kind} "
+        f"({text.strip()[:60]!r})"
+    )
+
+
+def _explained(text: str, parser: duckdb.DuckDBPyConnection) -> str:
+    """The statement an `EXPLAIN [ANALYZE]` wraps, as text."""
+    words = [
+        (position, kind)
+        for position, kind in duckdb.tokenize(text)
+        if kind != duckdb.token_type.comment
+    ]
+    index = 1  # words[0] is EXPLAIN
+    if len(words) > 1 and text[words[1][0] :].upper().startswith("ANALYZE"):
+        index = 2
+    if len(words) <= index:
+        raise _refused("EXPLAIN", text)
+    inner = text[words[index][0] :]
+    statements = _statements(inner, parser)
+    if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+        kind = statements[0].type.name.replace("_STATEMENT", "") if statements else "EXPLAIN"
+        raise _refused(f"EXPLAIN of {kind}", text)
+    return inner
+
+
+def _check_select(text: str, parser: duckdb.DuckDBPyConnection) -> None:
+    try:
+        row = parser.execute("SELECT json_serialize_sql(?)", [text]).fetchone()
+    except duckdb.Error as exc:
+        raise QueryError(f"SQL error: {str(exc).strip()}") from None
+    tree = orjson.loads(row[0]) if row is not None else {"error": True}
+    if tree.get("error"):
+        raise QueryError(
+            "refused: confined SQL runs only plain SELECT queries, and this one cannot be "
+            f"checked ({tree.get('error_message', 'not a SELECT')}); write it as a plain "
+            "SELECT (PIVOT as GROUP BY, for instance)"
+        )
+    for name in _function_names(tree):
+        if name.lower() in _REFUSED_FUNCTIONS:
+            raise QueryError(
+                f"refused: {name}() runs SQL given as text, which confined SQL cannot "
+                "check; write the query itself"
+            )
+
+
+def _function_names(node: object) -> Iterator[str]:
+    """Every function named anywhere in a serialized statement tree."""
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            name = item.get("function_name")
+            if isinstance(name, str):
+                yield name
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
