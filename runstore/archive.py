@@ -11,6 +11,7 @@ the archive's catalog. `compact.py` writes the archive, `query.py` reads it.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,16 @@ from pydantic import BaseModel, Field
 
 from . import __version__
 from .errors import ManifestError, RunDirectoryError
-from .format import METRICS, PROGRESS, RUN_MANIFEST, SCHEMAS, STREAMS, WRITERS_DIR
+from .format import (
+    METRICS,
+    PROGRESS,
+    RUN_MANIFEST,
+    SCHEMAS,
+    STREAMS,
+    WRITERS_DIR,
+    looks_like_run_dir,
+    missing_manifest,
+)
 from .reader import RunInfo
 from .segments import atomic_write_bytes
 
@@ -210,8 +220,9 @@ class RunDir:
         return Path(self.location)
 
 
-def scan_root(root: Path) -> list[RunDir]:
-    """The run directories directly under `root`, by name; two `stat` calls each."""
+def scan_root(root: Path, problems: list[str] | None = None) -> list[RunDir]:
+    """The run directories directly under `root`, by name; two `stat` calls each. A
+    folder that looks like a run but has no `run.json` is described in `problems`."""
     try:
         entries = list(os.scandir(root))
     except FileNotFoundError:
@@ -226,6 +237,10 @@ def scan_root(root: Path) -> list[RunDir]:
         try:
             manifest = os.stat(entry.path + manifest_name)
         except OSError:
+            manifest = None
+        if manifest is None or not stat.S_ISREG(manifest.st_mode):
+            if problems is not None and looks_like_run_dir(Path(entry.path)):
+                problems.append(missing_manifest(Path(entry.path)))
             continue
         try:
             writers = os.stat(entry.path + writers_name).st_mtime_ns

@@ -50,7 +50,7 @@ from .archive import (
 from .errors import ManifestError, RunDirectoryError, RunstoreError
 from .format import METRICS, PROGRESS, STREAMS
 from .reader import RunData, read_run
-from .segments import fsync_dir
+from .segments import fsync_dir, remove_temp_files
 
 __all__ = ["CompactReport", "compact"]
 
@@ -70,6 +70,7 @@ class CompactReport:
     archived: int = 0  # runs in the archive afterwards
     parts: int = 0  # parts in the archive afterwards
     live: int = 0  # runs left to be read from their directories (still running)
+    temp_files_removed: int = 0  # half-written files that killed writers left in runs
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
 
@@ -170,6 +171,8 @@ def _load_candidates(
         if not run.final:
             report.live += 1
             continue
+        # No writer can write to it any more: a temp file in it is a killed one's.
+        report.temp_files_removed += remove_temp_files(run_dir.path)
         if run.run_id in taken:
             report.problems.append(
                 f"{run_dir.path}: run id {run.run_id} is already held by another "

@@ -8,6 +8,7 @@ its own. Every call of the Synapse SDK's RuntimeContext works as documented ther
 
 from __future__ import annotations
 
+import math
 import numbers
 import os
 import secrets
@@ -23,6 +24,7 @@ from typing import Any, Final
 import orjson
 
 from . import __version__, _native
+from ._storable import clean_text, json_ready, storable_int
 from .env import PluginEnvironment, mask_secrets
 from .errors import FinishedLoggerError, RunDirectoryError, RunstoreWarning
 from .format import (
@@ -61,10 +63,17 @@ def _json_bytes(data: object) -> bytes:
     The writer takes plain bytes in a record as JSON (an event's data)."""
     try:
         return orjson.dumps(data, option=JSON_OPTIONS, default=_repr_with_warning)
+    except (TypeError, orjson.JSONEncodeError):
+        pass
+    # Lone surrogates, keys JSON cannot name, ints beyond 64 bits: see _storable.
+    ready = json_ready(data)
+    try:
+        return orjson.dumps(ready, option=JSON_OPTIONS, default=_repr_with_warning)
     except (TypeError, orjson.JSONEncodeError):  # ints beyond 64 bits, very deep nesting
         import json
 
-        return json.dumps(data, default=_repr_with_warning, allow_nan=False).encode()
+        text = json.dumps(ready, default=_repr_with_warning, allow_nan=False, separators=(",", ":"))
+        return text.encode()
 
 
 def _json_text(data: object) -> JsonText:
@@ -74,15 +83,24 @@ def _json_text(data: object) -> JsonText:
 
 def _freeze_metric(value: object) -> object:
     """A metric value the writer can encode: plain scalars as they are, numpy scalars
-    as Python scalars, anything else as JSON text."""
-    if type(value) in _PLAIN:
+    as Python scalars, anything else as JSON text, or as text if that is all JSON can
+    make of it (a repr). Text and ints as `_storable` says."""
+    kind = type(value)
+    if kind is str:
+        return clean_text(value)  # type: ignore[arg-type]
+    if kind is int:
+        return storable_int(value)  # type: ignore[arg-type]
+    if kind in _PLAIN:
         return value
     if type(value).__module__ == "numpy" and getattr(value, "shape", None) == ():
         return value.item()  # type: ignore[attr-defined]
     for base in (bool, int, float, str):  # subclasses: IntEnum, numpy.float64, StrEnum
         if isinstance(value, base):
-            return base(value)
-    return _json_text(value)
+            return _freeze_metric(base(value))
+    text = _json_text(value)
+    if text.startswith(b'"'):  # a value stored as its repr is a str, live and sealed
+        return orjson.loads(bytes(text))
+    return text
 
 
 def _number(value: object, what: str) -> float:
@@ -100,7 +118,7 @@ def _check_category(category: object, what: str) -> str:
         raise TypeError(f"{what} must be a string, got {type(category).__name__}")
     if not category:
         raise ValueError(f"{what} must not be empty")
-    return category
+    return clean_text(category)
 
 
 def _check_level(level: object) -> str:
@@ -211,12 +229,14 @@ class RunLogger:
             raise TypeError(f"data of event {event!r} must be a dict, got {type(data).__name__}")
         level_text = _check_level(level)
         category = self._step if step is None else step
+        if category is not None:
+            category = clean_text(category)
         payload = _json_bytes(data if type(data) is dict else dict(data))
         seq = next(self._seq)
         attachment = None
         file_text = None
         if file is not None:
-            file_text = os.fspath(file)
+            file_text = os.fsdecode(file)  # a bytes path as os.fsdecode makes it
             if os.path.exists(file_text):
                 attachment = self.writer.attach(file_text, seq)
             else:
@@ -226,9 +246,10 @@ class RunLogger:
                     RunstoreWarning,
                     stacklevel=3,
                 )
-        self._append_event(
-            (_time_ns(), seq, event, level_text, category, payload, file_text, attachment)
-        )
+        if file_text is not None:
+            file_text = clean_text(file_text)  # a name that is not UTF-8, once copied
+        record = (_time_ns(), seq, clean_text(event), level_text, category, payload)
+        self._append_event((*record, file_text, attachment))
 
     def message(self, content: str, level: str | LogLevel = LogLevel.INFO, **extra: Any) -> None:
         self.log(level, "message", {"content": content, **extra})
@@ -256,13 +277,13 @@ class RunLogger:
         self._check_open()
         current = _number(current, "current")
         total = _number(total, "total")
-        if not total > 0:
-            raise ValueError(f"total must be > 0, got {total}")
+        if not 0 < total < math.inf:
+            raise ValueError(f"total must be > 0 and finite, got {total}")
         if not 0 <= current <= total:
             raise ValueError(f"current must be between 0 and total ({total}), got {current}")
         category = self._step if step is None else step
         if category is not None:
-            _check_category(category, "step/category")
+            category = _check_category(category, "step/category")
         now = time.monotonic()
         started = self._started.get(category)
         if started is None or current == 0:

@@ -6,6 +6,7 @@ other module spells a file name or a column list.
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -41,6 +42,8 @@ __all__ = [
     "is_run_dir",
     "load_run_manifest",
     "load_writer_manifest",
+    "looks_like_run_dir",
+    "missing_manifest",
     "utc_now",
 ]
 
@@ -297,3 +300,18 @@ def load_writer_manifest(path: Path) -> WriterManifest:
 
 def is_run_dir(path: Path) -> bool:
     return (path / RUN_MANIFEST).is_file()
+
+
+def looks_like_run_dir(path: Path) -> bool:
+    """Whether `path` holds what a writer makes (a manifest, streams or writers), even
+    if its `run.json` is missing or damaged: such a folder is a broken run, not a root."""
+    return any(os.path.lexists(path / name) for name in (RUN_MANIFEST, STREAMS_DIR, WRITERS_DIR))
+
+
+def missing_manifest(path: Path) -> str:
+    """The problem of a folder that looks like a run but has no `run.json` file."""
+    return (
+        f"{path / RUN_MANIFEST}: missing or not a file; {path} is not a readable run "
+        "(left out). A run folder without its manifest cannot be read: restore it from a "
+        "copy, or remove the folder"
+    )

@@ -236,7 +236,7 @@ class Store:
     def refresh(self) -> None:
         """Look at the root again; `sql()` does this before every query."""
         problems: list[str] = []
-        run_dirs = scan_root(self.root)
+        run_dirs = scan_root(self.root, problems)
         catalog = self._load_catalog(problems)
         archived = catalog.runs() if catalog is not None else {}
         valid: set[str] = set()

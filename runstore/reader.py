@@ -40,6 +40,8 @@ from .format import (
     is_run_dir,
     load_run_manifest,
     load_writer_manifest,
+    looks_like_run_dir,
+    missing_manifest,
     utc_now,
 )
 from .segments import read_segment
@@ -91,16 +93,19 @@ def derive_status(
 
 
 def segment_files(run_dir: Path, stream: str) -> list[tuple[SegmentName, Path]]:
-    """The segments of one stream, one file per segment: Parquet where it exists."""
+    """The segments of one stream, one file per segment: Parquet where it exists.
+    Anything but a regular file under a segment's name (a folder, a link) is ignored."""
     directory = run_dir / STREAMS_DIR / stream
     try:
-        names = os.listdir(directory)
-    except FileNotFoundError:
+        entries = list(os.scandir(directory))
+    except (FileNotFoundError, NotADirectoryError):
         return []
     chosen: dict[str, SegmentName] = {}
-    for filename in names:
-        name = SegmentName.parse(filename)
-        if name is None:
+    for entry in entries:
+        name = SegmentName.parse(entry.name)
+        # Segments are regular files: a folder in one's place is no data, and a link
+        # could lead out of the run.
+        if name is None or not entry.is_file(follow_symlinks=False):
             continue
         current = chosen.get(name.stem)
         if current is None or (name.sealed and not current.sealed):
@@ -331,14 +336,21 @@ def read_run(path: str | os.PathLike[str]) -> RunData:
     return info
 
 
-def iter_run_dirs(root: str | os.PathLike[str]) -> Iterator[Path]:
-    """Run directories directly under `root` (those with a `run.json`), sorted by name."""
+def iter_run_dirs(
+    root: str | os.PathLike[str], problems: list[str] | None = None
+) -> Iterator[Path]:
+    """Run directories directly under `root` (those with a `run.json`), sorted by name.
+    A folder that looks like a run without its `run.json` is described in `problems`."""
     base = Path(root)
     if not base.is_dir():
         raise RunDirectoryError(f"{base}: no such folder of runs")
     for entry in sorted(base.iterdir()):
-        if entry.is_dir() and is_run_dir(entry):
+        if entry.name.startswith(".") or not entry.is_dir():
+            continue
+        if is_run_dir(entry):
             yield entry
+        elif problems is not None and looks_like_run_dir(entry):
+            problems.append(missing_manifest(entry))
 
 
 def list_runs(root: str | os.PathLike[str], problems: list[str] | None = None) -> list[RunInfo]:
@@ -346,7 +358,7 @@ def list_runs(root: str | os.PathLike[str], problems: list[str] | None = None) -
     is left out and described in `problems` (if given): one bad run never hides the rest.
     """
     runs = []
-    for path in iter_run_dirs(root):
+    for path in iter_run_dirs(root, problems):
         try:
             runs.append(_info(path, RunInfo))
         except RunstoreError as exc:

@@ -9,6 +9,7 @@ works on whole lists in C (orjson, pyarrow) rather than record by record in Pyth
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import itertools
 import math
@@ -25,6 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ._native import NumberRows, float_rows
+from ._storable import key_text
 from .errors import RunstoreError
 from .format import (
     EVENTS,
@@ -33,6 +35,9 @@ from .format import (
     RECORD_FIELDS,
     SCHEMAS,
     SPECIAL,
+    STREAMS,
+    STREAMS_DIR,
+    WRITERS_DIR,
     check_format_version,
 )
 
@@ -53,6 +58,7 @@ __all__ = [
     "number_rows_table",
     "read_segment",
     "record_count",
+    "remove_temp_files",
     "safe_table",
     "table_from_columns",
     "uniform_keys",
@@ -135,7 +141,7 @@ def _with_special(columns: Columns) -> Columns:
         plain: dict[str, Any] = {}
         texts: dict[str, str] = {}
         for key, value in record.items():
-            name = key if type(key) is str else str(key)
+            name = key_text(key)
             text = _special_text(value)
             if text is None:
                 plain[name] = value
@@ -517,7 +523,7 @@ def _metrics_table(
     try:
         key_column = pa.array(every_key, pa.string())
     except (pa.ArrowException, TypeError):
-        key_column = pa.array([k if type(k) is str else str(k) for k in every_key], pa.string())
+        key_column = pa.array([key_text(k) for k in every_key], pa.string())
     parents = pc.list_parent_indices(pa.ListArray.from_arrays(offsets, key_column))
     kind_column = text_column = None
     if all_floats:
@@ -580,7 +586,16 @@ def table_from_columns(
     return _columns_table(stream, writer, columns)
 
 
-_BAD_VALUES: Final = (pa.ArrowException, TypeError, ValueError, KeyError, AttributeError)
+#: What a record of wrong values raises on its way to Arrow (OverflowError: an int
+#: beyond 64 bits where the schema has int64, such as a `ts_ns` of 2**64 - 1).
+_BAD_VALUES: Final = (
+    pa.ArrowException,
+    TypeError,
+    ValueError,
+    KeyError,
+    AttributeError,
+    OverflowError,
+)
 
 
 def safe_table(
@@ -612,18 +627,60 @@ def read_segment(stream: str, path: Path, writer: str) -> tuple[pa.Table, list[s
     """
     problems: list[str] = []
     if path.suffix == ".parquet":
-        try:
-            table = pq.read_table(path, schema=SCHEMAS[stream])
-        except FileNotFoundError:
-            raise
-        except (pa.ArrowException, OSError) as exc:
-            problems.append(f"{path}: unreadable Parquet segment ({exc}); skipped")
-            return SCHEMAS[stream].empty_table(), problems
-        return table, problems
+        return _read_parquet(stream, path, problems), problems
     data = path.read_bytes()
     decoded = decode_lines(stream, data, where=str(path))
     problems.extend(decoded.problems)
     return safe_table(stream, writer, decoded.columns, str(path), problems), problems
+
+
+def _read_parquet(stream: str, path: Path, problems: list[str]) -> pa.Table:
+    """A sealed segment; a file of another schema is a problem, never rows of nulls."""
+    schema = SCHEMAS[stream]
+    try:
+        found = pq.read_schema(path)
+        missing = [name for name in schema.names if name not in found.names]
+        if missing:
+            problems.append(
+                f"{path}: not a {stream} segment (it has no column {missing[0]!r}); skipped"
+            )
+            return schema.empty_table()
+        table = pq.read_table(path, schema=schema)
+    except FileNotFoundError:
+        raise
+    except (pa.ArrowException, OSError) as exc:
+        problems.append(f"{path}: unreadable Parquet segment ({exc}); skipped")
+        return schema.empty_table()
+    required = [f.name for f in schema if not f.nullable and table.column(f.name).null_count]
+    if required:
+        valid = pc.is_valid(table.column(required[0]))
+        for name in required[1:]:
+            valid = pc.and_(valid, pc.is_valid(table.column(name)))
+        kept = table.filter(valid)
+        problems.append(
+            f"{path}: {table.num_rows - kept.num_rows} records without a {required[0]!r}; skipped"
+        )
+        table = kept
+    return table
+
+
+def remove_temp_files(run_dir: Path) -> int:
+    """Remove what writers killed mid-write left behind (`.<name>.tmp` files of sealing
+    and of manifests) from a run no writer can write to any more; how many went."""
+    removed = 0
+    folders = [run_dir, run_dir / WRITERS_DIR, *(run_dir / STREAMS_DIR / s for s in STREAMS)]
+    for folder in folders:
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.name.startswith(".") and entry.name.endswith(".tmp"):
+                with contextlib.suppress(OSError):
+                    if entry.is_file(follow_symlinks=False):
+                        os.unlink(entry.path)
+                        removed += 1
+    return removed
 
 
 # -- files ----------------------------------------------------------------------------
@@ -642,26 +699,37 @@ _PARQUET_OPTIONS: Final[dict[str, Any]] = {
 
 def write_parquet_atomic(table: pa.Table, path: Path) -> None:
     """Write `table` so that `path` appears whole or not at all, and survives power loss.
+    A write that fails (disk full) leaves no temp file.
 
     Dictionary columns (SEAL_SCHEMAS) go to Parquet as they are and read back as
     strings: no Arrow schema is stored, only Parquet's own types."""
     tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table.unify_dictionaries(), tmp, store_schema=False, **_PARQUET_OPTIONS)
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        pq.write_table(table.unify_dictionaries(), tmp, store_schema=False, **_PARQUET_OPTIONS)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     fsync_dir(path.parent)
 
 
 def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
     """Replace `path` with `data` atomically (temp file, fsync, rename, fsync dir)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        if durable:
-            handle.flush()
-            os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # disk full: no temp file left behind
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     if durable:
         fsync_dir(path.parent)
 

@@ -31,7 +31,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from .errors import RunDirectoryError, RunstoreError
+from .errors import ManifestError, RunDirectoryError, RunstoreError
 from .format import (
     EVENTS,
     METRICS,
@@ -41,6 +41,9 @@ from .format import (
     STREAMS,
     STREAMS_DIR,
     is_run_dir,
+    load_run_manifest,
+    looks_like_run_dir,
+    missing_manifest,
 )
 from .reader import (
     RunInfo,
@@ -254,7 +257,13 @@ class Follower:
         self.path = Path(path)
         if not self.path.is_dir():
             raise RunDirectoryError(f"{self.path}: no such run directory or folder of runs")
-        self.single = is_run_dir(self.path)
+        # A run folder whose run.json is missing or damaged is a broken run, not a root:
+        # say so now rather than follow it forever (or show what no reader accepts).
+        self.single = looks_like_run_dir(self.path)
+        if self.single:
+            if not is_run_dir(self.path):
+                raise ManifestError(missing_manifest(self.path))
+            load_run_manifest(self.path)
         self.root = self.path.parent if self.single else self.path
         self.since = since
         self.from_start = from_start or since is not None or position is not None
@@ -380,9 +389,11 @@ class Follower:
 
     def _rescan(self, out: list[TailRecord]) -> None:
         if not self.single:
-            for path in iter_run_dirs(self.root):
+            problems: list[str] = []
+            for path in iter_run_dirs(self.root, problems):
                 if path.name not in self._runs:
                     self._add(path, quiet=False)
+            self._problems(problems)
         for run in list(self._runs.values()):
             if not run.ended:
                 self._read_run(run, out)
@@ -421,7 +432,11 @@ class Follower:
                 if name.sealed:
                     if path in run.sealed:
                         continue
-                    table, problems = read_segment(stream, path, name.writer)
+                    try:
+                        table, problems = read_segment(stream, path, name.writer)
+                    except OSError as exc:
+                        table = pa.table({})
+                        problems = [f"{path}: cannot be read ({exc.strerror or exc}); skipped"]
                     run.sealed.add(path)
                     run.offsets.pop(path.with_suffix(".jsonl"), None)
                 else:
@@ -440,6 +455,8 @@ class Follower:
         except FileNotFoundError:  # sealed meanwhile: the Parquet is read next time
             self._changed.put(str(path))
             return pa.table({}), []
+        except OSError as exc:
+            return pa.table({}), [f"{path}: cannot be read ({exc.strerror or exc}); skipped"]
         where = f"{path}" if offset == 0 else f"{path} (from byte {offset})"
         decoded = decode_lines(stream, data, where=where)
         run.offsets[path] = offset + decoded.end

@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 from ._latest import LatestMetrics
 from ._native import batch_rows, float_rows, metrics_buffer
 from ._process import process_start_time, ray_labels
+from ._storable import clean_text, storable_columns
 from .errors import RunDirectoryError
 from .format import (
     ATTACHMENTS_DIR,
@@ -266,7 +267,9 @@ class RunWriter:
         the event is still logged with the job's own path.
         """
         src = Path(source)
-        relative = Path(ATTACHMENTS_DIR) / self.writer_id / f"{seq:06d}-{src.name or 'file'}"
+        # The copy's name is text the run can hold (not UTF-8: `_storable.clean_text`).
+        name = clean_text(src.name) or "file"
+        relative = Path(ATTACHMENTS_DIR) / self.writer_id / f"{seq:06d}-{name}"
         target = self.run_dir / relative
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -382,6 +385,15 @@ class RunWriter:
     def _drain(self, stream: _Stream) -> None:
         native = _take_numbers(stream)
         batches = _take_batches(stream)
+        native_lines: list[bytes] = []
+        if native is not None:
+            try:
+                native_lines = self._native_lines(native)
+            except (UnicodeEncodeError, TypeError, ValueError):
+                # Text UTF-8 cannot hold (a lone surrogate in a key or category): the
+                # Python way, which stores it as `_storable` says.
+                batches.append((storable_columns(_batch_columns(native)), False))
+                native = None
         count = sum(record_count(columns) for columns, _ in batches)
         if native is not None:
             count += len(native)
@@ -406,12 +418,13 @@ class RunWriter:
                 # Known finite floats: no search for what JSON would write as null.
                 for line in encode_lines(stream.name, columns, finite=hint.finite)
             ]
-            if native is not None:
-                data += self._native_batch(stream, native, tables)
         except Exception as exc:  # a bug, not a storage fault: count it, never hide it
             self._lost(count)
             self._report(f"cannot encode {count} {stream.name} records ({exc!r}); lost")
             return
+        if native is not None:
+            self._native_table(stream, native, tables)
+            data += native_lines
         if tables is not None and stream.pending_tables is not None:
             stream.pending_tables.extend(tables)
         stream.pending.append((data, count))
@@ -423,21 +436,22 @@ class RunWriter:
             stream.pending_tables = None  # no longer lines up with `pending`
             self._lost(dropped_count)
 
-    def _native_batch(
-        self, stream: _Stream, batch: Any, tables: list[pa.Table] | None
-    ) -> list[bytes]:
-        """A batch of C-recorded calls: folded into the latest values, converted to Arrow
-        (added to `tables`) and to JSONL lines (returned), each in one C pass."""
+    def _native_lines(self, batch: Any) -> list[bytes]:
+        """A batch of C-recorded calls as JSONL lines, in one C pass."""
+        lines: list[bytes] | None = batch.lines(_DUMPS, MAX_RECORDS_PER_LINE)
+        if lines is None:  # a NaN or an infinity: the `special` column
+            lines = encode_lines(METRICS, _batch_columns(batch))
+        return lines
+
+    def _native_table(self, stream: _Stream, batch: Any, tables: list[pa.Table] | None) -> None:
+        """A batch of C-recorded calls folded into the latest values and converted to
+        Arrow (added to `tables`), each in one C pass."""
         self._latest.fold(_newest_columns(batch))
         if tables is not None:
             try:
                 tables.append(number_rows_table(self.writer_id, batch_rows(batch), dictionary=True))
             except Exception as exc:
                 self._conversion_failed(stream, exc)
-        lines: list[bytes] | None = batch.lines(_DUMPS, MAX_RECORDS_PER_LINE)
-        if lines is None:  # a NaN or an infinity: the `special` column
-            lines = encode_lines(METRICS, _batch_columns(batch))
-        return lines
 
     def _tables(
         self, stream: _Stream, batches: list[tuple[Columns, bool | None]]
@@ -685,8 +699,9 @@ def _take_batches(stream: _Stream) -> list[tuple[Columns, bool | None]]:
         stop = len(buffer)
         if stop:
             # Sliced straight out of the buffer, then cut: no copy of the whole buffer.
-            batches.append((_metric_columns(buffer, stop), all_floats))
+            columns = _metric_columns(buffer, stop)
             del buffer[:stop]
+            batches.append((storable_columns(columns), all_floats))
     return batches
 
 

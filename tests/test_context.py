@@ -186,7 +186,7 @@ def test_metric_keys_are_stored_as_text_alike_live_and_sealed(root: Path) -> Non
         ctx.flush()
         live = read_run(ctx.run_dir).metrics.column("key").to_pylist()
     sealed = read_run(ctx.run_dir).metrics.column("key").to_pylist()
-    assert live == sealed == ["(1, 2)", "None", "3", "s"]
+    assert live == sealed == ["(1, 2)", "null", "3", "s"]  # as JSON names them
 
 
 def test_logged_data_is_a_copy(root: Path) -> None:
