@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
 import itertools
 import os
 import secrets
@@ -78,6 +79,13 @@ _MiB = 1024 * 1024
 #: holds ~3,000 records, so every arena keeps a few.
 _BALLAST_STRIDE = 512
 _IOV_MAX: Final = os.sysconf("SC_IOV_MAX")
+#: Longest a logging call waits for a writer that fell behind (see RunWriter.wake).
+_CATCH_UP_SECONDS: Final = 1.0
+#: Disk space each writer holds back for its final manifests (see RunWriter._make_reserve).
+_RESERVE_BYTES: Final = 64 * 1024
+#: While the disk is full, a drain is written only if this much more stays free, so the
+#: job never holds the disk at 100% for other processes.
+_DISK_MARGIN: Final = 4 * _MiB
 #: How the C speedups format floats and names in live lines: as everything else is.
 _DUMPS: Final = orjson.dumps
 
@@ -112,6 +120,22 @@ class _Hint(NamedTuple):
     finite: bool
 
 
+class _Pending(NamedTuple):
+    """One drain's records, encoded, waiting to be written, a whole line at a time."""
+
+    lines: list[bytes]
+    #: Records on each line.
+    line_records: list[int]
+    #: Their Arrow tables for sealing, or None if their conversion failed (or the lines
+    #: were written in parts: the tables no longer line up with the segment).
+    tables: list[Any] | None
+    size: int
+
+    @property
+    def records(self) -> int:
+        return sum(self.line_records)
+
+
 @dataclass
 class _Stream:
     """One stream of one writer: its buffer and its current live segment."""
@@ -135,14 +159,15 @@ class _Stream:
     #: concat + write (and a segment removed under us is sealed from memory); None after
     #: a conversion failed (sealing then decodes the file).
     tables: list[Any] | None = field(default_factory=list)
-    #: Arrow tables of records still in `pending`.
-    pending_tables: list[Any] | None = field(default_factory=list)
     written_bytes: int = 0  # size of the live file as we wrote it, header included
     opened_at: float = 0.0
-    #: Encoded lines not yet on disk, a list per drain with its record count.
-    pending: deque[tuple[list[bytes], int]] = field(default_factory=deque)
+    #: Drained records not yet on disk, one entry per drain, oldest first.
+    pending: deque[_Pending] = field(default_factory=deque)
     pending_bytes: int = 0
     next_seal_attempt: float = 0.0
+    #: Records of each segment this writer sealed, by number: what a deleted run folder
+    #: took with it is counted from these.
+    sealed: dict[int, int] = field(default_factory=dict)
 
     def forget(self) -> None:
         """Back to a new stream of segment 1, keeping the record lists: a context holds
@@ -202,6 +227,12 @@ class RunWriter:
         self._latest = LatestMetrics()
         #: A few records of the last drained batch, kept until the next drain; see _drain.
         self._ballast: list[Any] = []
+        self._run_dir_inode: int | None = None
+        self._has_reserve = False
+        #: When the last cycle whose writes all went through began: every record logged
+        #: before it is on disk. `_cycle_done` is set at the end of such a cycle.
+        self._written_through = time.monotonic()
+        self._cycle_done = threading.Event()
         self._create_directories()
         self._thread = self._start_thread()
         _register(self)
@@ -211,9 +242,7 @@ class RunWriter:
     def _create_directories(self) -> None:
         """Make the run's folders and first manifests now, so a bad root fails at start."""
         try:
-            for stream in self.buffers.values():
-                stream.directory.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / WRITERS_DIR).mkdir(exist_ok=True)
+            self._make_directories()
             if self.manifest is not None:
                 atomic_write_bytes(self.run_dir / RUN_MANIFEST, _dump(self.manifest))
             self._write_writer_manifest(durable=True)
@@ -222,6 +251,31 @@ class RunWriter:
                 f"cannot write the run directory {self.run_dir}: {exc.strerror or exc}; "
                 "check that the root exists and is writable"
             ) from None
+        self._run_dir_inode = os.stat(self.run_dir).st_ino
+
+    def _make_directories(self) -> None:
+        for stream in self.buffers.values():
+            stream.directory.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / WRITERS_DIR).mkdir(exist_ok=True)
+        self._make_reserve()
+
+    @property
+    def _reserve(self) -> Path:
+        return self.run_dir / WRITERS_DIR / f".{self.writer_id}.reserve.tmp"
+
+    def _make_reserve(self) -> None:
+        """Space held for the final manifests: given back at close if the disk is full,
+        so the run's end and the count of lost records are always written."""
+        size = _RESERVE_BYTES + 2 * len(_dump(self.manifest)) if self.manifest else _RESERVE_BYTES
+        self._has_reserve = False
+        with contextlib.suppress(OSError):  # no reserve: the run still works
+            fd = os.open(self._reserve, os.O_WRONLY | os.O_CREAT, 0o644)
+            try:
+                if os.fstat(fd).st_size < size:
+                    os.posix_fallocate(fd, 0, size)
+                self._has_reserve = True
+            finally:
+                os.close(fd)
 
     def _new_writer_manifest(self) -> WriterManifest:
         now = utc_now()
@@ -247,8 +301,24 @@ class RunWriter:
     # -- what the context calls --------------------------------------------------------
 
     def wake(self) -> None:
-        """Ask for an early write (the buffer is large)."""
+        """Ask for an early write; the logging path calls it every 16,384 records.
+
+        It also keeps the job from running ahead of the writer: if the newest records
+        on disk are more than a `flush_interval` old (a loop that does nothing but log,
+        at over a million calls a second, outruns the writer's share of the GIL), the
+        call waits for the writer's next write, at most `_CATCH_UP_SECONDS`. So what a
+        SIGKILL can lose stays bounded at any call rate. Never during a storage fault.
+        """
         self._wake.set()
+        behind = time.monotonic() - self._written_through
+        if (
+            behind > self.options.flush_interval / 2
+            and self._fault is None
+            and not self._stopping.is_set()
+            and threading.current_thread() is not self._thread
+        ):
+            self._cycle_done.clear()
+            self._cycle_done.wait(_CATCH_UP_SECONDS)
 
     def update_manifest(self, **changes: Any) -> None:
         """Change fields of `run.json`; written by the next flush. Owner writer only."""
@@ -312,18 +382,56 @@ class RunWriter:
         with self._io_lock:
             if self.manifest is not None and self.manifest.status == "running" and status:
                 self.update_manifest(status=status, error=error, ended_at=utc_now())
-            self._cycle(force_heartbeat=False)
+            self._cycle(force_heartbeat=True)  # the run folder checked once more
+            if self.buffers[EVENTS].records:  # a storage_fault event of that cycle
+                self._cycle(force_heartbeat=False)
             self._ballast = []  # no next drain to keep memory for
             for stream in self.buffers.values():
                 self._seal(stream, closing=True)
+            self._count_unwritten()
             self.writer_manifest = self.writer_manifest.model_copy(
                 update={"status": "closed", "ended_at": utc_now()}
             )
-            try:
-                self._write_writer_manifest(durable=True)
-            except OSError as exc:
-                self._report(f"cannot write the writer manifest: {exc.strerror or exc}")
+            self._write_final_manifests()
+            with contextlib.suppress(OSError):
+                self._reserve.unlink(missing_ok=True)
         _unregister(self)
+
+    def _count_unwritten(self) -> None:
+        """At close: records that could not be written are lost; count and say so."""
+        unwritten = sum(entry.records for s in self.buffers.values() for entry in s.pending)
+        for stream in self.buffers.values():
+            stream.pending.clear()
+            stream.pending_bytes = 0
+        if unwritten:
+            self._lost(unwritten)
+        if self._fault is not None:
+            self._report(
+                f"closing with the storage fault unresolved ({self._fault}): "
+                f"{unwritten} records could not be written and are lost; "
+                f"{self.writer_manifest.lost_records} lost in all, counted in "
+                f"{WRITERS_DIR}/{self.writer_id}.json"
+            )
+
+    def _write_final_manifests(self) -> None:
+        """`run.json` (if this writer owns it and it changed) and the closed writer
+        manifest, into the reserved space if the disk is full."""
+        for attempt in range(2):
+            try:
+                if self._manifest_dirty and self.manifest is not None:
+                    atomic_write_bytes(self.run_dir / RUN_MANIFEST, _dump(self.manifest))
+                    self._manifest_dirty = False
+                self._write_writer_manifest(durable=True)
+                return
+            except OSError as exc:
+                if attempt == 0 and self._reserve.exists():
+                    with contextlib.suppress(OSError):
+                        self._reserve.unlink()
+                    continue
+                self._report(
+                    f"cannot write the final manifests: {exc.strerror or exc}; the run "
+                    "will read as crashed"
+                )
 
     @property
     def closed(self) -> bool:
@@ -342,11 +450,14 @@ class RunWriter:
 
     def _run(self) -> None:
         interval = self.options.flush_interval
+        next_cycle = time.monotonic() + interval
         while not self._stopping.is_set():
-            self._wake.wait(interval)
+            # Cycles start every `interval`, however long the last one took.
+            self._wake.wait(max(0.0, next_cycle - time.monotonic()))
             self._wake.clear()
             if self._stopping.is_set():
                 break
+            next_cycle = time.monotonic() + interval
             with self._io_lock:
                 try:
                     self._cycle(force_heartbeat=False)
@@ -355,11 +466,18 @@ class RunWriter:
 
     def _cycle(self, *, force_heartbeat: bool) -> None:
         """Drain, encode, write, seal, heartbeat: one pass, under `_io_lock`."""
+        started = time.monotonic()
+        heartbeat = force_heartbeat or started - self._last_heartbeat >= HEARTBEAT_SECONDS
+        if heartbeat:  # a stat per heartbeat, not per write: see _check_run_dir
+            self._check_run_dir()
         for stream in self.buffers.values():
             self._drain(stream)
         ok = True
         for stream in self.buffers.values():
             ok = self._write_pending(stream) and ok
+        if ok:
+            self._written_through = started
+            self._cycle_done.set()
         if ok and self._fault is not None:
             self._recovered()
         now = time.monotonic()
@@ -376,7 +494,7 @@ class RunWriter:
                 self._manifest_dirty = False
             except OSError as exc:
                 self._fault_seen(f"cannot write {RUN_MANIFEST}: {exc.strerror or exc}")
-        if force_heartbeat or now - self._last_heartbeat >= HEARTBEAT_SECONDS:
+        if heartbeat:
             self._last_heartbeat = now
             # A missed heartbeat is harmless; a write fault is reported above.
             with contextlib.suppress(OSError):
@@ -411,30 +529,30 @@ class RunWriter:
         if stream.name == METRICS:
             for (columns, _), hint in zip(batches, hints, strict=True):
                 self._latest.fold(columns, hint.keys)
+        data: list[bytes] = []
+        line_records: list[int] = []
         try:
-            data = [
-                line
-                for (columns, _), hint in zip(batches, hints, strict=True)
+            for (columns, _), hint in zip(batches, hints, strict=True):
                 # Known finite floats: no search for what JSON would write as null.
-                for line in encode_lines(stream.name, columns, finite=hint.finite)
-            ]
+                lines = encode_lines(stream.name, columns, finite=hint.finite)
+                data += lines
+                line_records += _line_records(record_count(columns), len(lines))
         except Exception as exc:  # a bug, not a storage fault: count it, never hide it
             self._lost(count)
             self._report(f"cannot encode {count} {stream.name} records ({exc!r}); lost")
             return
         if native is not None:
-            self._native_table(stream, native, tables)
+            tables = self._native_table(stream, native, tables)
             data += native_lines
-        if tables is not None and stream.pending_tables is not None:
-            stream.pending_tables.extend(tables)
-        stream.pending.append((data, count))
-        stream.pending_bytes += sum(map(len, data))
+            line_records += _line_records(len(native), len(native_lines))
+        entry = _Pending(data, line_records, tables, sum(map(len, data)))
+        stream.pending.append(entry)
+        stream.pending_bytes += entry.size
         limit = self.options.max_pending_bytes
         while stream.pending_bytes > limit and len(stream.pending) > 1:
-            dropped, dropped_count = stream.pending.popleft()
-            stream.pending_bytes -= sum(map(len, dropped))
-            stream.pending_tables = None  # no longer lines up with `pending`
-            self._lost(dropped_count)
+            dropped = stream.pending.popleft()
+            stream.pending_bytes -= dropped.size
+            self._lost(dropped.records)
 
     def _native_lines(self, batch: Any) -> list[bytes]:
         """A batch of C-recorded calls as JSONL lines, in one C pass."""
@@ -443,15 +561,19 @@ class RunWriter:
             lines = encode_lines(METRICS, _batch_columns(batch))
         return lines
 
-    def _native_table(self, stream: _Stream, batch: Any, tables: list[pa.Table] | None) -> None:
+    def _native_table(
+        self, stream: _Stream, batch: Any, tables: list[pa.Table] | None
+    ) -> list[pa.Table] | None:
         """A batch of C-recorded calls folded into the latest values and converted to
-        Arrow (added to `tables`), each in one C pass."""
+        Arrow (added to `tables`; None if that failed), each in one C pass."""
         self._latest.fold(_newest_columns(batch))
         if tables is not None:
             try:
                 tables.append(number_rows_table(self.writer_id, batch_rows(batch), dictionary=True))
             except Exception as exc:
                 self._conversion_failed(stream, exc)
+                return None
+        return tables
 
     def _tables(
         self, stream: _Stream, batches: list[tuple[Columns, bool | None]]
@@ -459,6 +581,8 @@ class RunWriter:
         """The batches as Arrow tables for sealing, or None (then the segment is sealed
         from its JSONL); and what the conversion learnt of each batch."""
         metrics = stream.name == METRICS
+        # Once a conversion failed, the live segment is sealed from its file anyway.
+        convert = stream.tables is not None
         tables: list[pa.Table] = []
         hints: list[_Hint] = []
         try:
@@ -466,13 +590,13 @@ class RunWriter:
                 rows = float_rows(columns) if all_floats else None
                 if rows is not None:  # converted in C in one pass
                     hints.append(_Hint(rows.keys if rows.uniform else None, rows.finite))
-                    if stream.pending_tables is not None:
+                    if convert:
                         tables.append(number_rows_table(self.writer_id, rows, dictionary=True))
                     continue
                 # Whether a batch's calls all logged the same keys (the usual loop), found
                 # once for the Arrow conversion and the latest values alike.
                 keys = uniform_keys(columns["values"]) if metrics else None
-                if stream.pending_tables is None:
+                if not convert:
                     hints.append(_Hint(keys, False))
                     continue
                 table = table_from_columns(
@@ -488,12 +612,12 @@ class RunWriter:
         except Exception as exc:
             self._conversion_failed(stream, exc)
             hints += [_Hint(None, False)] * (len(batches) - len(hints))
-        return (tables if stream.pending_tables is not None else None), hints
+            convert = False
+        return (tables if convert else None), hints
 
     def _conversion_failed(self, stream: _Stream, exc: Exception) -> None:
         """Records that did not convert to Arrow (a bug): reported; the live segment is
         then sealed from its JSONL, as any reader reads it."""
-        stream.pending_tables = None
         self._report(
             f"cannot convert {stream.name} records to Arrow ({exc!r}); "
             "the segment will be sealed from its JSONL"
@@ -510,12 +634,15 @@ class RunWriter:
         return True
 
     def _append_lines(self, stream: _Stream) -> None:
+        """Write the pending drains in order, each whole or not at all: a drain that does
+        not fit is cut off again at once (the space goes back), and the ones before it
+        stay written. While a fault lasts, a drain is tried only if the disk has room
+        for it and `_DISK_MARGIN` more, so a full disk is never held at 100%."""
         path = self._segment_path(stream)
         size = _size(path) if stream.written_bytes else None
         if stream.written_bytes and size != stream.written_bytes:
             if size is not None and size > stream.written_bytes:
-                # Our own last write stopped part way (say the disk filled up): the
-                # records it held are still pending, so drop what it left.
+                # Our own last write stopped part way: its records are still pending.
                 os.truncate(path, stream.written_bytes)
             else:
                 self._segment_lost_on_disk(stream)
@@ -526,27 +653,68 @@ class RunWriter:
             stream.directory.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
-            data = [line for lines, _ in stream.pending for line in lines]
             if not stream.written_bytes:  # a new segment
                 stream.opened_at = time.monotonic()
                 os.ftruncate(fd, 0)
-                data.insert(0, header_line(stream.name, self.writer_id, stream.number))
-            _write_all(fd, data)
+                self._write_or_cut(
+                    fd, stream, [header_line(stream.name, self.writer_id, stream.number)]
+                )
+            while stream.pending:
+                entry = stream.pending[0]
+                fit = self._lines_that_fit(fd, entry)
+                if not fit:
+                    raise OSError(errno.ENOSPC, "waiting for room on the disk")
+                self._write_or_cut(fd, stream, entry.lines[:fit])
+                records = sum(entry.line_records[:fit])
+                if fit == len(entry.lines):
+                    stream.pending.popleft()
+                    stream.pending_bytes -= entry.size
+                else:  # the rest waits: the oldest records first, always
+                    rest = entry.lines[fit:]
+                    size = sum(map(len, rest))
+                    stream.pending[0] = _Pending(rest, entry.line_records[fit:], None, size)
+                    stream.pending_bytes -= entry.size - size
+                stream.segment_records += records
+                self.writer_manifest.records_written += records
+                if (
+                    stream.tables is not None
+                    and entry.tables is not None
+                    and fit == len(entry.lines)
+                ):
+                    stream.tables.extend(entry.tables)
+                else:
+                    stream.tables = None
             if self.options.fsync_every_flush:
                 os.fsync(fd)
         finally:
             os.close(fd)
-        written = sum(count for _, count in stream.pending)
-        stream.segment_records += written
-        stream.written_bytes += sum(map(len, data))
-        stream.pending.clear()
-        stream.pending_bytes = 0
-        if stream.tables is not None and stream.pending_tables is not None:
-            stream.tables.extend(stream.pending_tables)
-        else:
-            stream.tables = None
-        stream.pending_tables = []
-        self.writer_manifest.records_written += written
+
+    def _lines_that_fit(self, fd: int, entry: _Pending) -> int:
+        """How many of a drain's lines to write now: all of them, unless a storage
+        fault lasts; then those that leave the disk a margin free (at least one)."""
+        if self._fault is None:
+            return len(entry.lines)
+        room = _free_bytes(fd)
+        if room is None:
+            return len(entry.lines)
+        room -= _disk_margin(fd)
+        fit = 0
+        for line in entry.lines:
+            room -= len(line)
+            if room < 0:
+                break
+            fit += 1
+        return fit
+
+    def _write_or_cut(self, fd: int, stream: _Stream, lines: list[bytes]) -> None:
+        """Append `lines` whole, or raise with the file as it was before."""
+        try:
+            _write_all(fd, lines)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, stream.written_bytes)
+            raise
+        stream.written_bytes += sum(map(len, lines))
 
     def _segment_path(self, stream: _Stream, *, sealed: bool = False) -> Path:
         name = SegmentName(writer=self.writer_id, number=stream.number, sealed=sealed)
@@ -571,6 +739,7 @@ class RunWriter:
         write_parquet_atomic(table, self._segment_path(stream, sealed=True))
         self._segment_path(stream).unlink(missing_ok=True)
         fsync_dir(stream.directory)
+        stream.sealed[stream.number] = stream.segment_records
 
     def _next_segment(self, stream: _Stream) -> None:
         stream.number += 1
@@ -579,16 +748,26 @@ class RunWriter:
         stream.written_bytes = 0
 
     def _seal(self, stream: _Stream, *, closing: bool) -> None:
-        """Turn the live segment into Parquet; the JSONL goes only once the Parquet is whole."""
+        """Turn the live segment into Parquet; the JSONL goes only once the Parquet is whole.
+
+        Not while drains of it wait to be written (a storage fault): it is sealed after
+        them, or, closing, left as a readable live segment."""
         if not stream.written_bytes:
+            return
+        if stream.pending:
+            if closing:
+                self._next_segment(stream)
+            return
+        if not stream.segment_records:  # a header alone: every drain of it failed
+            with contextlib.suppress(OSError):
+                self._segment_path(stream).unlink(missing_ok=True)
+            self._next_segment(stream)
             return
         now = time.monotonic()
         if not closing and now < stream.next_seal_attempt:
             return
         live = self._segment_path(stream)
         try:
-            if stream.pending:
-                raise OSError(f"{len(stream.pending)} lines of this segment are not written yet")
             if stream.tables:
                 table = pa.concat_tables(stream.tables)
             else:  # read as any reader reads it: a record of bad values is reported
@@ -603,6 +782,41 @@ class RunWriter:
                 return
         # Sealed, or (closing) left as a readable live segment: either way start afresh.
         self._next_segment(stream)
+
+    def _check_run_dir(self) -> None:
+        """Notice the run folder removed (or replaced) under us: count what it took with
+        it, make it again, and say so in a `storage_fault` event."""
+        try:
+            inode: int | None = os.stat(self.run_dir).st_ino
+        except OSError:
+            inode = None
+        # The folder's inode number may be reused by its new self: our reserve file,
+        # which only we make, tells the old folder from a new one.
+        if inode == self._run_dir_inode and (
+            not self._has_reserve or os.path.lexists(self._reserve)
+        ):
+            return
+        lost = 0
+        for stream in self.buffers.values():
+            for number, count in list(stream.sealed.items()):
+                name = SegmentName(writer=self.writer_id, number=number, sealed=True)
+                if not (stream.directory / name.filename).exists():
+                    lost += count
+                    del stream.sealed[number]
+        try:
+            self._make_directories()
+            self._run_dir_inode = os.stat(self.run_dir).st_ino
+        except OSError as exc:
+            self._fault_seen(f"cannot make the run folder again: {exc.strerror or exc}")
+            return
+        self.writer_manifest.lost_records += lost
+        self._manifest_dirty = self.manifest is not None
+        message = "the run folder was removed while the job was writing to it"
+        self._report(
+            f"{message}; {lost} records written before were lost with it (counted in "
+            "lost_records); writing on into a new folder"
+        )
+        self._fault_event(message, utc_now().isoformat(), lost)
 
     # -- faults ------------------------------------------------------------------------
 
@@ -626,19 +840,13 @@ class RunWriter:
         self._report(f"writes go through again after: {message}; {lost} records lost")
         if self.manifest is not None and not (self.run_dir / RUN_MANIFEST).exists():
             self._manifest_dirty = True
-        data = {"error": message, "since": self._fault_started, "lost_records": lost}
-        self.buffers[EVENTS].records.append(
-            (
-                time.time_ns(),
-                next(self.seq),
-                "storage_fault",
-                LogLevel.ERROR.value,
-                None,
-                data,
-                None,
-                None,
-            )
-        )
+        self._fault_event(message, self._fault_started, lost)
+
+    def _fault_event(self, message: str | None, since: str | None, lost: int) -> None:
+        """A `storage_fault` event, written by the next cycle (docs/format.md)."""
+        data = {"error": message, "since": since, "lost_records": lost}
+        event = ("storage_fault", LogLevel.ERROR.value, None, data, None, None)
+        self.buffers[EVENTS].records.append((time.time_ns(), next(self.seq), *event))
         self._wake.set()
 
     def _report(self, message: str) -> None:
@@ -665,6 +873,8 @@ class RunWriter:
         self._io_lock = threading.RLock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
+        self._cycle_done = threading.Event()
+        self._make_reserve()
         try:
             self._write_writer_manifest(durable=True)
         except OSError as exc:
@@ -729,6 +939,35 @@ def _newest_columns(batch: Any) -> Columns:
 def _all_finite(table: pa.Table) -> bool:
     """Whether every metric value of a table is a finite number."""
     return pc.all(pc.is_finite(table["value"])).as_py() is True
+
+
+def _line_records(records: int, lines: int) -> list[int]:
+    """Records on each of the `lines` lines of a batch (MAX_RECORDS_PER_LINE a line)."""
+    counts = [MAX_RECORDS_PER_LINE] * (records // MAX_RECORDS_PER_LINE)
+    if records % MAX_RECORDS_PER_LINE:
+        counts.append(records % MAX_RECORDS_PER_LINE)
+    if len(counts) != lines:  # not split as expected: the lines go as one
+        counts = [0] * (lines - 1) + [records]
+    return counts
+
+
+def _disk_margin(fd: int) -> int:
+    """Bytes left free while a storage fault lasts: `_DISK_MARGIN`, or a twentieth of a
+    smaller filesystem."""
+    try:
+        status = os.fstatvfs(fd)
+    except OSError:
+        return _DISK_MARGIN
+    return min(_DISK_MARGIN, status.f_blocks * status.f_frsize // 20)
+
+
+def _free_bytes(fd: int) -> int | None:
+    """Bytes an unprivileged process may still write on the filesystem of `fd`."""
+    try:
+        status = os.fstatvfs(fd)
+    except OSError:
+        return None
+    return status.f_bavail * status.f_frsize
 
 
 def _size(path: Path) -> int | None:

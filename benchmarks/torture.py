@@ -1,0 +1,194 @@
+"""Kill jobs at random points and measure what survives (issue: "nothing lost").
+
+    .venv/bin/python benchmarks/torture.py                 # 200 kills, all modes
+    .venv/bin/python benchmarks/torture.py --kills 20 --modes tight
+    .venv/bin/python benchmarks/torture.py --disk-full     # also fill a tmpfs (root)
+
+Each kill starts a real job process logging into a fresh root, sends it SIGKILL after a
+random delay, and reads the run back. What it checks (and `tests/test_torture.py` runs
+the same checks, fewer times):
+
+- the run reads, as `crashed`, with no problem but a torn last line;
+- its metric records are a gap-free prefix of what the job logged (`i` = 0, 1, 2 ...),
+  each once, in order;
+- loss: how long before the kill the newest record on disk was logged, in ms.
+
+Modes: `paced` (about 20,000 calls/s, what a training loop does), `tight` (as fast as
+the job can call: well over a million calls/s with the C speedups), `ending` (the kill
+falls in end_log/close, while segments are sealed). Figures: medians, p99 and max of the
+loss per mode, records read, temp files left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+JOB = r"""
+import sys, time
+from runstore import WriterOptions, open_run
+root, mode = sys.argv[1], sys.argv[2]
+options = WriterOptions(seal_bytes=int(sys.argv[3]), flush_interval=float(sys.argv[4]))
+ctx = open_run(root, run_id="victim", env={}, options=options)
+set_metrics = ctx.set_metrics
+print("ready", flush=True)
+i = 0
+if mode == "paced":
+    while True:
+        set_metrics({"i": float(i), "loss": 0.5}, "train")
+        i += 1
+        if i % 200 == 0:
+            time.sleep(0.01)
+elif mode == "tight":
+    while True:
+        set_metrics({"i": float(i), "loss": 0.5}, "train")
+        i += 1
+else:  # ending: log, then end while the parent's kill may land anywhere in it
+    for i in range(int(sys.argv[5])):
+        set_metrics({"i": float(i), "loss": 0.5}, "train")
+    print("ending", flush=True)
+    ctx.end_log()
+    ctx.close()
+    print("ended", flush=True)
+    time.sleep(60)
+"""
+
+MODES = ("paced", "tight", "ending")
+
+
+@dataclass
+class Kill:
+    """What one kill left."""
+
+    mode: str
+    records: int  # metric records read back
+    loss_ms: float | None  # newest record on disk, before the kill (None: ending mode)
+    temp_files: int
+    status: str
+    ended: bool  # ending mode: the job had finished closing before the kill
+
+
+class TortureError(AssertionError):
+    """A kill left a run that breaks a promise."""
+
+
+def kill_once(
+    root: Path,
+    mode: str,
+    delay: float,
+    *,
+    seal_bytes: int = 1 << 20,
+    flush_interval: float = 0.1,
+    ending_records: int = 200_000,
+) -> Kill:
+    """Run one job in `root`, SIGKILL it `delay` seconds after it is ready (for
+    `ending`: after it starts ending), and check what it left."""
+    args = [str(root), mode, str(seal_bytes), str(flush_interval), str(ending_records)]
+    job = subprocess.Popen(
+        [sys.executable, "-c", JOB, *args],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    assert job.stdout is not None
+    try:
+        if job.stdout.readline().strip() != "ready":
+            raise TortureError(f"the job did not start (exit {job.wait()})")
+        if mode == "ending":
+            job.stdout.readline()  # "ending"
+        time.sleep(delay)
+        killed_at = time.time_ns()
+        job.send_signal(signal.SIGKILL)
+        job.wait(timeout=60)
+        ended = mode == "ending" and "ended" in job.stdout.read()
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.wait()
+    return check_run(root / "victim", mode, killed_at, ended)
+
+
+def check_run(run_dir: Path, mode: str, killed_at: int, ended: bool = False) -> Kill:
+    """Check a killed job's run; raises TortureError with what is wrong."""
+    from runstore import read_run
+
+    run = read_run(run_dir)
+    table = run.metrics
+    problems = [p for p in run.problems if "torn" not in p]
+    if problems:
+        raise TortureError(f"{run_dir}: problems after a kill: {problems}")
+    values = [row["value"] for row in table.to_pylist() if row["key"] == "i"]
+    if values != [float(i) for i in range(len(values))]:
+        raise TortureError(f"{run_dir}: the records read are not a gap-free prefix in order")
+    seqs = table.column("seq").to_pylist()
+    if len(set(seqs)) * 2 != len(seqs):  # two keys a call
+        raise TortureError(f"{run_dir}: a record was read twice")
+    expected = "completed" if ended else "crashed"
+    if run.status != expected:
+        raise TortureError(f"{run_dir}: reads as {run.status}, not {expected}")
+    loss = None
+    if mode != "ending" and table.num_rows:
+        newest = max(table.column("ts").to_pylist())
+        loss = (killed_at - int(newest.timestamp() * 1e9)) / 1e6
+    temp = sum(1 for _, _, files in os.walk(run_dir) for name in files if name.endswith(".tmp"))
+    return Kill(mode, len(values), loss, temp, run.status, ended)
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--kills", type=int, default=200, help="kills in all (default 200)")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--max-delay", type=float, default=1.0, help="seconds (default 1)")
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    kills: list[Kill] = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for number in range(args.kills):
+            mode = args.modes[number % len(args.modes)]
+            root = Path(scratch) / f"root{number}"
+            root.mkdir()
+            delay = rng.uniform(0.0, 0.05 if mode == "ending" else args.max_delay)
+            kills.append(kill_once(root, mode, delay))
+            shutil.rmtree(root)
+    implementation = "C speedups" if _speedups() else "pure Python"
+    print(f"{len(kills)} kills ({implementation}), every run readable, prefixes intact")
+    for mode in args.modes:
+        done = [k for k in kills if k.mode == mode]
+        losses = [k.loss_ms for k in done if k.loss_ms is not None]
+        line = f"  {mode:7s} {len(done):4d} kills, {sum(k.records for k in done):,} records"
+        if losses:
+            line += (
+                f"; loss ms median {statistics.median(losses):.0f}, "
+                f"p99 {_percentile(losses, 0.99):.0f}, max {max(losses):.0f}"
+            )
+        if mode == "ending":
+            line += f"; {sum(k.ended for k in done)} had closed before the kill"
+        print(line + f"; temp files left {sum(k.temp_files for k in done)}")
+
+
+def _speedups() -> bool:
+    import runstore._native
+
+    return runstore._native.speedups is not None
+
+
+if __name__ == "__main__":
+    main()
