@@ -34,6 +34,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 REPO = Path(__file__).resolve().parent.parent
 
 JOB = r"""
@@ -129,21 +132,21 @@ def check_run(run_dir: Path, mode: str, killed_at: int, ended: bool = False) -> 
     problems = [p for p in run.problems if "torn" not in p]
     if problems:
         raise TortureError(f"{run_dir}: problems after a kill: {problems}")
-    values = [row["value"] for row in table.to_pylist() if row["key"] == "i"]
-    if values != [float(i) for i in range(len(values))]:
+    values = table.filter(pc.equal(table["key"], "i"))["value"]
+    count = len(values)
+    if pc.all(pc.equal(values, pa.array(range(count), pa.float64()))).as_py() not in (True, None):
         raise TortureError(f"{run_dir}: the records read are not a gap-free prefix in order")
-    seqs = table.column("seq").to_pylist()
-    if len(set(seqs)) * 2 != len(seqs):  # two keys a call
+    if pc.count_distinct(table["seq"]).as_py() * 2 != table.num_rows:  # two keys a call
         raise TortureError(f"{run_dir}: a record was read twice")
     expected = "completed" if ended else "crashed"
     if run.status != expected:
         raise TortureError(f"{run_dir}: reads as {run.status}, not {expected}")
     loss = None
     if mode != "ending" and table.num_rows:
-        newest = max(table.column("ts").to_pylist())
+        newest = pc.max(table["ts"]).as_py()
         loss = (killed_at - int(newest.timestamp() * 1e9)) / 1e6
     temp = sum(1 for _, _, files in os.walk(run_dir) for name in files if name.endswith(".tmp"))
-    return Kill(mode, len(values), loss, temp, run.status, ended)
+    return Kill(mode, count, loss, temp, run.status, ended)
 
 
 def _percentile(values: list[float], fraction: float) -> float:
