@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/torture.py                 # 200 kills, all modes
     .venv/bin/python benchmarks/torture.py --kills 20 --modes tight
-    .venv/bin/python benchmarks/torture.py --disk-full     # also fill a tmpfs (root)
+    .venv/bin/python benchmarks/torture.py --disk-full 20  # also fill a tmpfs 20 times (root)
 
 Each kill starts a real job process logging into a fresh root, sends it SIGKILL after a
 random delay, and reads the run back. What it checks (and `tests/test_torture.py` runs
@@ -69,6 +69,31 @@ else:  # ending: log, then end while the parent's kill may land anywhere in it
 """
 
 MODES = ("paced", "tight", "ending")
+
+DISK_JOB = r"""
+import os, random, sys
+from runstore import WriterOptions, open_run
+root, ballast, seed, calls = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+rng = random.Random(seed)
+fill_at = rng.randrange(calls)
+free_at = rng.choice([None, rng.randrange(fill_at, calls)])  # or full to the end
+ctx = open_run(root, run_id="full", env={}, options=WriterOptions(flush_interval=0.02))
+for i in range(calls):
+    if i == fill_at:
+        with open(ballast, "wb") as handle:
+            try:
+                while True:
+                    handle.write(bytes(1 << 20))
+                    handle.flush()
+            except OSError:
+                pass
+    if i == free_at:
+        os.truncate(ballast, os.path.getsize(ballast) // 2)  # some room, maybe not enough
+    ctx.set_metrics({"i": float(i), "loss": 0.5}, "train")
+ctx.end_log()
+ctx.close()
+print(next(ctx.logger.writer.seq) - 1)
+"""
 
 
 @dataclass
@@ -149,6 +174,77 @@ def check_run(run_dir: Path, mode: str, killed_at: int, ended: bool = False) -> 
     return Kill(mode, count, loss, temp, run.status, ended)
 
 
+def accounted(run_dir: Path) -> tuple[int, int]:
+    """(distinct records read back, records counted lost) of a run: for a run that
+    ended, their sum is what the job logged."""
+    from runstore import read_run
+
+    run = read_run(run_dir)
+    seen: set[tuple[str, int]] = set()
+    for table in (run.events, run.progress, run.metrics):
+        writers, seqs = table.column("writer").to_pylist(), table.column("seq").to_pylist()
+        seen.update(zip(writers, seqs, strict=True))
+    return len(seen), run.lost_records
+
+
+@dataclass
+class DiskFull:
+    """What one job on a disk that filled up left."""
+
+    logged: int
+    read: int
+    lost: int
+    status: str
+
+
+def disk_full_once(
+    scratch: Path, seed: int, *, size_mb: int = 16, calls: int = 300_000
+) -> DiskFull:
+    """A job on a `size_mb` tmpfs that fills up at a random call (and gets some room
+    back at a later one, or not): every record must be read back or counted lost."""
+    disk = scratch / f"disk{seed}"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(disk)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode:
+        raise SystemExit(f"--disk-full needs to mount a tmpfs (root): {mounted.stderr.strip()}")
+    try:
+        root = disk / "runs"
+        root.mkdir()
+        job = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                DISK_JOB,
+                str(root),
+                str(disk / "ballast"),
+                str(seed),
+                str(calls),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            check=False,
+        )
+        if job.returncode:
+            raise TortureError(f"the job failed: {job.stderr[-500:]}")
+        (disk / "ballast").unlink(missing_ok=True)
+        read, lost = accounted(root / "full")
+        from runstore import read_run
+
+        status = read_run(root / "full").status
+        result = DiskFull(int(job.stdout.strip()), read, lost, status)
+        if result.read + result.lost != result.logged or status != "completed":
+            raise TortureError(f"disk full, seed {seed}: {result}")
+        return result
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
 def _percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -160,6 +256,10 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--max-delay", type=float, default=1.0, help="seconds (default 1)")
+    parser.add_argument(
+        "--disk-full", type=int, default=0, metavar="N", help="also N jobs on a disk that fills"
+    )
+    parser.add_argument("--disk-mb", type=int, default=16, help="size of that disk (default 16)")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     kills: list[Kill] = []
@@ -171,10 +271,16 @@ def main() -> None:
             delay = rng.uniform(0.0, 0.05 if mode == "ending" else args.max_delay)
             kills.append(kill_once(root, mode, delay))
             shutil.rmtree(root)
+        fulls = [
+            disk_full_once(Path(scratch), seed, size_mb=args.disk_mb)
+            for seed in range(args.seed, args.seed + args.disk_full)
+        ]
     implementation = "C speedups" if _speedups() else "pure Python"
     print(f"{len(kills)} kills ({implementation}), every run readable, prefixes intact")
     for mode in args.modes:
         done = [k for k in kills if k.mode == mode]
+        if not done:
+            continue
         losses = [k.loss_ms for k in done if k.loss_ms is not None]
         line = f"  {mode:7s} {len(done):4d} kills, {sum(k.records for k in done):,} records"
         if losses:
@@ -185,6 +291,14 @@ def main() -> None:
         if mode == "ending":
             line += f"; {sum(k.ended for k in done)} had closed before the kill"
         print(line + f"; temp files left {sum(k.temp_files for k in done)}")
+    if fulls:
+        logged = sum(f.logged for f in fulls)
+        lost = sum(f.lost for f in fulls)
+        print(
+            f"  disk full {len(fulls):3d} jobs on {args.disk_mb} MiB: {logged:,} records logged, "
+            f"{sum(f.read for f in fulls):,} read back, {lost:,} counted lost, 0 uncounted; "
+            f"every run ended ({', '.join(sorted({f.status for f in fulls}))})"
+        )
 
 
 def _speedups() -> bool:

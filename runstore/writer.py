@@ -463,6 +463,9 @@ class RunWriter:
                     self._cycle(force_heartbeat=False)
                 except Exception as exc:  # the loop must survive anything
                     self._report(f"unexpected error in the writer: {exc!r}")
+                    # Alive all the same: no other host may take the run for crashed.
+                    with contextlib.suppress(Exception):
+                        self._write_writer_manifest(durable=False)
 
     def _cycle(self, *, force_heartbeat: bool) -> None:
         """Drain, encode, write, seal, heartbeat: one pass, under `_io_lock`."""
@@ -780,7 +783,9 @@ class RunWriter:
             self._fault_seen(f"cannot seal {live.name}: {exc.strerror or exc}")
             if not closing:
                 return
-        # Sealed, or (closing) left as a readable live segment: either way start afresh.
+        except Exception as exc:  # a bug: the file holds the records, readable as it is
+            self._report(f"cannot seal {live.name} ({exc!r}); it stays a live segment")
+        # Sealed, or left as a readable live segment: either way start afresh.
         self._next_segment(stream)
 
     def _check_run_dir(self) -> None:

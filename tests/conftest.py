@@ -14,6 +14,18 @@ REPO = Path(__file__).resolve().parent.parent
 SAMPLE_RUNS = REPO / "sample-runs"
 
 
+def load_benchmark(name: str) -> ModuleType:
+    """A script of benchmarks/ as a module, for tests that run its checks briefly."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_python(code: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Run `code` in a fresh interpreter (a real job process), capturing its output."""
     return subprocess.run(

@@ -15,9 +15,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from runstore import RunData, WriterOptions, open_run, read_run
+from runstore import WriterOptions, open_run, read_run
 
-from .conftest import IMPLEMENTATIONS, implementation, run_python
+from .conftest import IMPLEMENTATIONS, implementation, load_benchmark, run_python
+
+torture = load_benchmark("torture")
 
 
 @pytest.fixture
@@ -60,15 +62,6 @@ def _fill(disk: Path, leave: int = 0) -> Path:
 def _free(path: Path) -> int:
     status = os.statvfs(path)
     return status.f_bavail * status.f_frsize
-
-
-def _accounted(run: RunData) -> tuple[int, int]:
-    """(distinct records read back, records counted lost) of a run."""
-    seen = set()
-    for table in (run.events, run.progress, run.metrics):
-        writers, seqs = table.column("writer").to_pylist(), table.column("seq").to_pylist()
-        seen.update(zip(writers, seqs, strict=True))
-    return len(seen), run.lost_records
 
 
 _FULL_AT_THE_END = """
@@ -119,7 +112,7 @@ def test_a_disk_still_full_at_the_end_counts_and_reports_every_lost_record(
     run = read_run(root / "full")
     # The end is written into the writer's reserved space: the run did not crash.
     assert run.status == "completed"
-    read, lost = _accounted(run)
+    read, lost = torture.accounted(run.path)
     assert lost > 0 and read >= 2000
     assert read + lost == logged, (read, lost, logged)
     assert f"{lost} lost in all" in job.stderr
@@ -189,7 +182,7 @@ def test_a_run_folder_deleted_under_its_writer_counts_what_it_took(
         ctx.close()
         logged = next(ctx.logger.writer.seq) - 1
     run = read_run(ctx.run_dir)
-    read, lost = _accounted(run)
+    read, lost = torture.accounted(run.path)
     assert lost > 0 and read + lost == logged
     assert run.status == "completed"
     faults = [

@@ -5,30 +5,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import random
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from runstore import compact
 
-from .conftest import REPO
+from .conftest import load_benchmark
 
-
-def _torture() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("torture", REPO / "benchmarks" / "torture.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["torture"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-torture = _torture()
+torture = load_benchmark("torture")
 KILLS = int(os.environ.get("RUNSTORE_TORTURE_KILLS", "3"))
 #: What a SIGKILL may cost at the default flush interval (100 ms), with room for a
 #: loaded CI machine: docs/format.md, "Guarantees", says what holds and how it is met.

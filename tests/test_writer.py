@@ -302,3 +302,23 @@ def test_lines_written_in_parts_land_whole_and_in_order(
         os.close(fd)
     assert path.read_bytes() == b"".join(chunks)
     assert len(calls) > 3
+
+
+def test_a_seal_that_fails_by_a_bug_leaves_a_readable_live_segment_and_a_heartbeat(
+    root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken(table: object, path: object) -> None:
+        raise pa.ArrowInvalid("a bug in sealing")
+
+    monkeypatch.setattr(runstore.writer, "write_parquet_atomic", broken)
+    ctx = open_run(root, env={}, options=WriterOptions(flush_interval=0.01, seal_bytes=1))
+    for index in range(20):
+        ctx.set_metrics({"i": float(index)}, "c")
+        ctx.flush()
+    ctx.end_log()
+    ctx.close()  # never raises into the job
+    assert "it stays a live segment" in capsys.readouterr().err
+    run = read_run(ctx.run_dir)
+    assert run.status == "completed"
+    assert run.metrics.column("value").to_pylist() == [float(i) for i in range(20)]
+    assert any(name.endswith(".jsonl") for name in _files(ctx.run_dir, METRICS))
