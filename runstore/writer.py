@@ -11,24 +11,18 @@ dropped.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import errno
 import itertools
 import os
 import secrets
 import shutil
-import signal
 import socket
 import sys
 import threading
 import time
-import weakref
-from collections import deque
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType, TracebackType
 from typing import Any, Final, NamedTuple
 
 import orjson
@@ -36,16 +30,26 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ._latest import LatestMetrics
+from ._lifecycle import register, unregister
 from ._native import batch_rows, float_rows, metrics_buffer
 from ._process import process_start_time, ray_labels
 from ._storable import clean_text, storable_columns
+from ._stream import (
+    PendingDrain,
+    Stream,
+    batch_columns,
+    line_records,
+    metric_columns,
+    newest_columns,
+    take_batches,
+    take_numbers,
+)
 from .errors import RunDirectoryError
 from .format import (
     ATTACHMENTS_DIR,
     EVENTS,
     HEARTBEAT_SECONDS,
     METRICS,
-    RECORD_FIELDS,
     RUN_MANIFEST,
     STREAMS,
     STREAMS_DIR,
@@ -60,7 +64,6 @@ from .segments import (
     MAX_RECORDS_PER_LINE,
     Columns,
     atomic_write_bytes,
-    columns_of_records,
     encode_lines,
     fsync_dir,
     header_line,
@@ -78,14 +81,10 @@ _MiB = 1024 * 1024
 #: Keep one record in this many across a drain (see RunWriter._drain): a 1 MiB arena
 #: holds ~3,000 records, so every arena keeps a few.
 _BALLAST_STRIDE = 512
-_IOV_MAX: Final = os.sysconf("SC_IOV_MAX")
 #: Longest a logging call waits for a writer that fell behind (see RunWriter.wake).
 _CATCH_UP_SECONDS: Final = 1.0
 #: Disk space each writer holds back for its final manifests (see RunWriter._make_reserve).
 _RESERVE_BYTES: Final = 64 * 1024
-#: While the disk is full, a drain is written only if this much more stays free, so the
-#: job never holds the disk at 100% for other processes.
-_DISK_MARGIN: Final = 4 * _MiB
 #: How the C speedups format floats and names in live lines: as everything else is.
 _DUMPS: Final = orjson.dumps
 
@@ -120,69 +119,6 @@ class _Hint(NamedTuple):
     finite: bool
 
 
-class _Pending(NamedTuple):
-    """One drain's records, encoded, waiting to be written, a whole line at a time."""
-
-    lines: list[bytes]
-    #: Records on each line.
-    line_records: list[int]
-    #: Their Arrow tables for sealing, or None if their conversion failed (or the lines
-    #: were written in parts: the tables no longer line up with the segment).
-    tables: list[Any] | None
-    size: int
-
-    @property
-    def records(self) -> int:
-        return sum(self.line_records)
-
-
-@dataclass
-class _Stream:
-    """One stream of one writer: its buffer and its current live segment."""
-
-    name: str
-    directory: Path
-    #: Records as tuples of RECORD_FIELDS[name], transposed into columns in C at the
-    #: drain; metrics records flat instead, their fields one after another (one `extend`
-    #: per record, atomic under the GIL), sliced into columns in C: a record tuple kept
-    #: until the drain would be one more object per call for the GC to track.
-    records: list[Any] = field(default_factory=list)
-    #: Metrics records with a value that is not a float (converted value by value).
-    mixed: list[Any] = field(default_factory=list)
-    #: Numeric metrics calls in C arrays (`runstore._speedups.MetricsBuffer`), where the
-    #: C `set_metrics` puts them; None without the speedups (or for other streams).
-    numbers: Any = None
-    number: int = 1
-    #: Records written to the live segment.
-    segment_records: int = 0
-    #: The live segment's records as Arrow, converted at each flush, so sealing is
-    #: concat + write (and a segment removed under us is sealed from memory); None after
-    #: a conversion failed (sealing then decodes the file).
-    tables: list[Any] | None = field(default_factory=list)
-    written_bytes: int = 0  # size of the live file as we wrote it, header included
-    opened_at: float = 0.0
-    #: Drained records not yet on disk, one entry per drain, oldest first.
-    pending: deque[_Pending] = field(default_factory=deque)
-    pending_bytes: int = 0
-    next_seal_attempt: float = 0.0
-    #: Records of each segment this writer sealed, by number: what a deleted run folder
-    #: took with it is counted from these.
-    sealed: dict[int, int] = field(default_factory=dict)
-
-    def forget(self) -> None:
-        """Back to a new stream of segment 1, keeping the record lists: a context holds
-        their bound `append`s."""
-        fresh = _Stream(self.name, self.directory)
-        for name in self.__dataclass_fields__:
-            if name in ("records", "mixed"):
-                del getattr(self, name)[:]
-            elif name == "numbers":
-                if self.numbers is not None:
-                    self.numbers.clear()
-            else:
-                setattr(self, name, getattr(fresh, name))
-
-
 class RunWriter:
     """Writes the records of one process into a run directory.
 
@@ -210,7 +146,7 @@ class RunWriter:
         self.writer_id = writer_id or new_writer_id()
         self.seq = itertools.count(1)
         self.manifest = manifest
-        self.buffers = {name: _Stream(name, run_dir / STREAMS_DIR / name) for name in STREAMS}
+        self.buffers = {name: Stream(name, run_dir / STREAMS_DIR / name) for name in STREAMS}
         self.buffers[METRICS].numbers = metrics_buffer()
         self._labels = dict(labels or {})
         self.writer_manifest = self._new_writer_manifest()
@@ -235,7 +171,7 @@ class RunWriter:
         self._cycle_done = threading.Event()
         self._create_directories()
         self._thread = self._start_thread()
-        _register(self)
+        register(self)
 
     # -- setup -------------------------------------------------------------------------
 
@@ -356,9 +292,9 @@ class RunWriter:
         """{category: {key: value}}: the newest value of every metric logged so far."""
         stream = self.buffers[METRICS]
         with self._io_lock:  # the writer thread drains under it
-            pending = [_metric_columns(stream.records), _metric_columns(stream.mixed)]
+            pending = [metric_columns(stream.records), metric_columns(stream.mixed)]
             if stream.numbers is not None:
-                pending.append(_newest_columns(stream.numbers))
+                pending.append(newest_columns(stream.numbers))
             return self._latest.snapshot(pending)
 
     def flush(self) -> None:
@@ -395,7 +331,7 @@ class RunWriter:
             self._write_final_manifests()
             with contextlib.suppress(OSError):
                 self._reserve.unlink(missing_ok=True)
-        _unregister(self)
+        unregister(self)
 
     def _count_unwritten(self) -> None:
         """At close: records that could not be written are lost; count and say so."""
@@ -503,9 +439,9 @@ class RunWriter:
             with contextlib.suppress(OSError):
                 self._write_writer_manifest(durable=False)
 
-    def _drain(self, stream: _Stream) -> None:
-        native = _take_numbers(stream)
-        batches = _take_batches(stream)
+    def _drain(self, stream: Stream) -> None:
+        native = take_numbers(stream)
+        batches = take_batches(stream)
         native_lines: list[bytes] = []
         if native is not None:
             try:
@@ -513,7 +449,7 @@ class RunWriter:
             except (UnicodeEncodeError, TypeError, ValueError):
                 # Text UTF-8 cannot hold (a lone surrogate in a key or category): the
                 # Python way, which stores it as `_storable` says.
-                batches.append((storable_columns(_batch_columns(native)), False))
+                batches.append((storable_columns(batch_columns(native)), False))
                 native = None
         count = sum(record_count(columns) for columns, _ in batches)
         if native is not None:
@@ -533,13 +469,13 @@ class RunWriter:
             for (columns, _), hint in zip(batches, hints, strict=True):
                 self._latest.fold(columns, hint.keys)
         data: list[bytes] = []
-        line_records: list[int] = []
+        per_line: list[int] = []  # records on each line
         try:
             for (columns, _), hint in zip(batches, hints, strict=True):
                 # Known finite floats: no search for what JSON would write as null.
                 lines = encode_lines(stream.name, columns, finite=hint.finite)
                 data += lines
-                line_records += _line_records(record_count(columns), len(lines))
+                per_line += line_records(record_count(columns), len(lines))
         except Exception as exc:  # a bug, not a storage fault: count it, never hide it
             self._lost(count)
             self._report(f"cannot encode {count} {stream.name} records ({exc!r}); lost")
@@ -547,8 +483,8 @@ class RunWriter:
         if native is not None:
             tables = self._native_table(stream, native, tables)
             data += native_lines
-            line_records += _line_records(len(native), len(native_lines))
-        entry = _Pending(data, line_records, tables, sum(map(len, data)))
+            per_line += line_records(len(native), len(native_lines))
+        entry = PendingDrain(data, per_line, tables, sum(map(len, data)))
         stream.pending.append(entry)
         stream.pending_bytes += entry.size
         limit = self.options.max_pending_bytes
@@ -561,15 +497,15 @@ class RunWriter:
         """A batch of C-recorded calls as JSONL lines, in one C pass."""
         lines: list[bytes] | None = batch.lines(_DUMPS, MAX_RECORDS_PER_LINE)
         if lines is None:  # a NaN or an infinity: the `special` column
-            lines = encode_lines(METRICS, _batch_columns(batch))
+            lines = encode_lines(METRICS, batch_columns(batch))
         return lines
 
     def _native_table(
-        self, stream: _Stream, batch: Any, tables: list[pa.Table] | None
+        self, stream: Stream, batch: Any, tables: list[pa.Table] | None
     ) -> list[pa.Table] | None:
         """A batch of C-recorded calls folded into the latest values and converted to
         Arrow (added to `tables`; None if that failed), each in one C pass."""
-        self._latest.fold(_newest_columns(batch))
+        self._latest.fold(newest_columns(batch))
         if tables is not None:
             try:
                 tables.append(number_rows_table(self.writer_id, batch_rows(batch), dictionary=True))
@@ -579,7 +515,7 @@ class RunWriter:
         return tables
 
     def _tables(
-        self, stream: _Stream, batches: list[tuple[Columns, bool | None]]
+        self, stream: Stream, batches: list[tuple[Columns, bool | None]]
     ) -> tuple[list[pa.Table] | None, list[_Hint]]:
         """The batches as Arrow tables for sealing, or None (then the segment is sealed
         from its JSONL); and what the conversion learnt of each batch."""
@@ -618,7 +554,7 @@ class RunWriter:
             convert = False
         return (tables if convert else None), hints
 
-    def _conversion_failed(self, stream: _Stream, exc: Exception) -> None:
+    def _conversion_failed(self, stream: Stream, exc: Exception) -> None:
         """Records that did not convert to Arrow (a bug): reported; the live segment is
         then sealed from its JSONL, as any reader reads it."""
         self._report(
@@ -626,7 +562,7 @@ class RunWriter:
             "the segment will be sealed from its JSONL"
         )
 
-    def _write_pending(self, stream: _Stream) -> bool:
+    def _write_pending(self, stream: Stream) -> bool:
         if not stream.pending:
             return True
         try:
@@ -636,11 +572,9 @@ class RunWriter:
             return False
         return True
 
-    def _append_lines(self, stream: _Stream) -> None:
-        """Write the pending drains in order, each whole or not at all: a drain that does
-        not fit is cut off again at once (the space goes back), and the ones before it
-        stay written. While a fault lasts, a drain is tried only if the disk has room
-        for it and `_DISK_MARGIN` more, so a full disk is never held at 100%."""
+    def _append_lines(self, stream: Stream) -> None:
+        """Write the pending drains (see `Stream.write_pending`), after checking that the
+        live segment is as we left it."""
         path = self._segment_path(stream)
         size = _size(path) if stream.written_bytes else None
         if stream.written_bytes and size != stream.written_bytes:
@@ -657,73 +591,18 @@ class RunWriter:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             if not stream.written_bytes:  # a new segment
-                stream.opened_at = time.monotonic()
-                os.ftruncate(fd, 0)
-                self._write_or_cut(
-                    fd, stream, [header_line(stream.name, self.writer_id, stream.number)]
-                )
-            while stream.pending:
-                entry = stream.pending[0]
-                fit = self._lines_that_fit(fd, entry)
-                if not fit:
-                    raise OSError(errno.ENOSPC, "waiting for room on the disk")
-                self._write_or_cut(fd, stream, entry.lines[:fit])
-                records = sum(entry.line_records[:fit])
-                if fit == len(entry.lines):
-                    stream.pending.popleft()
-                    stream.pending_bytes -= entry.size
-                else:  # the rest waits: the oldest records first, always
-                    rest = entry.lines[fit:]
-                    size = sum(map(len, rest))
-                    stream.pending[0] = _Pending(rest, entry.line_records[fit:], None, size)
-                    stream.pending_bytes -= entry.size - size
-                stream.segment_records += records
-                self.writer_manifest.records_written += records
-                if (
-                    stream.tables is not None
-                    and entry.tables is not None
-                    and fit == len(entry.lines)
-                ):
-                    stream.tables.extend(entry.tables)
-                else:
-                    stream.tables = None
+                stream.start_segment(fd, header_line(stream.name, self.writer_id, stream.number))
+            stream.write_pending(fd, careful=self._fault is not None)
             if self.options.fsync_every_flush:
                 os.fsync(fd)
         finally:
             os.close(fd)
 
-    def _lines_that_fit(self, fd: int, entry: _Pending) -> int:
-        """How many of a drain's lines to write now: all of them, unless a storage
-        fault lasts; then those that leave the disk a margin free (at least one)."""
-        if self._fault is None:
-            return len(entry.lines)
-        room = _free_bytes(fd)
-        if room is None:
-            return len(entry.lines)
-        room -= _disk_margin(fd)
-        fit = 0
-        for line in entry.lines:
-            room -= len(line)
-            if room < 0:
-                break
-            fit += 1
-        return fit
-
-    def _write_or_cut(self, fd: int, stream: _Stream, lines: list[bytes]) -> None:
-        """Append `lines` whole, or raise with the file as it was before."""
-        try:
-            _write_all(fd, lines)
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, stream.written_bytes)
-            raise
-        stream.written_bytes += sum(map(len, lines))
-
-    def _segment_path(self, stream: _Stream, *, sealed: bool = False) -> Path:
+    def _segment_path(self, stream: Stream, *, sealed: bool = False) -> Path:
         name = SegmentName(writer=self.writer_id, number=stream.number, sealed=sealed)
         return stream.directory / name.filename
 
-    def _segment_lost_on_disk(self, stream: _Stream) -> None:
+    def _segment_lost_on_disk(self, stream: Stream) -> None:
         """The live segment was removed or cut short under us (say the run directory was
         deleted): seal its records from memory and go on in a new segment."""
         live = self._segment_path(stream)
@@ -737,20 +616,20 @@ class RunWriter:
             self.writer_manifest.lost_records += count
         self._next_segment(stream)
 
-    def _write_sealed(self, stream: _Stream, table: pa.Table) -> None:
+    def _write_sealed(self, stream: Stream, table: pa.Table) -> None:
         """The live segment's records as its Parquet file; then the JSONL goes."""
         write_parquet_atomic(table, self._segment_path(stream, sealed=True))
         self._segment_path(stream).unlink(missing_ok=True)
         fsync_dir(stream.directory)
         stream.sealed[stream.number] = stream.segment_records
 
-    def _next_segment(self, stream: _Stream) -> None:
+    def _next_segment(self, stream: Stream) -> None:
         stream.number += 1
         stream.segment_records = 0
         stream.tables = []
         stream.written_bytes = 0
 
-    def _seal(self, stream: _Stream, *, closing: bool) -> None:
+    def _seal(self, stream: Stream, *, closing: bool) -> None:
         """Turn the live segment into Parquet; the JSONL goes only once the Parquet is whole.
 
         Not while drains of it wait to be written (a storage fault): it is sealed after
@@ -859,7 +738,9 @@ class RunWriter:
             sys.stderr.write(f"runstore: run {self.run_dir}: {message}\n")
 
     def _write_writer_manifest(self, *, durable: bool) -> None:
-        self.writer_manifest.heartbeat_at = utc_now()
+        manifest = self.writer_manifest
+        manifest.heartbeat_at = utc_now()
+        manifest.records_written = sum(s.written_records for s in self.buffers.values())
         path = self.run_dir / WRITERS_DIR / f"{self.writer_id}.json"
         if not path.parent.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -887,92 +768,9 @@ class RunWriter:
         self._thread = self._start_thread()
 
 
-def _take(records: list[Any]) -> list[Any]:
-    """Take what is in `records` now; appends from other threads meanwhile stay. (Two
-    C calls, each atomic under the GIL: a copy, then a delete of what was copied.)"""
-    taken = records[:]
-    del records[: len(taken)]
-    return taken
-
-
-def _metric_columns(flat: list[Any], stop: int | None = None) -> Columns:
-    """Columns of flat metrics records (up to `stop`): every n-th item of n fields,
-    sliced in C. Other threads only extend `flat` by whole records, past `stop`."""
-    fields = RECORD_FIELDS[METRICS]
-    stop = len(flat) if stop is None else stop
-    return {name: flat[index : stop : len(fields)] for index, name in enumerate(fields)}
-
-
-def _take_batches(stream: _Stream) -> list[tuple[Columns, bool | None]]:
-    """The stream's records taken now, by column, each batch with whether all its
-    metric values are floats (None: not metrics)."""
-    if stream.name != METRICS:
-        taken = _take(stream.records)
-        return [(columns_of_records(stream.name, taken), None)] if taken else []
-    batches: list[tuple[Columns, bool | None]] = []
-    for buffer, all_floats in ((stream.records, True), (stream.mixed, False)):
-        stop = len(buffer)
-        if stop:
-            # Sliced straight out of the buffer, then cut: no copy of the whole buffer.
-            columns = _metric_columns(buffer, stop)
-            del buffer[:stop]
-            batches.append((storable_columns(columns), all_floats))
-    return batches
-
-
-def _take_numbers(stream: _Stream) -> Any:
-    """The C-recorded calls taken now as a batch (a MetricsBuffer), or None."""
-    numbers = stream.numbers
-    return numbers.take() if numbers is not None and len(numbers) else None
-
-
-def _batch_columns(batch: Any) -> Columns:
-    """A MetricsBuffer's records as Python columns (for the paths that need them)."""
-    return dict(zip(RECORD_FIELDS[METRICS], batch.columns(), strict=True))
-
-
-def _newest_columns(batch: Any) -> Columns:
-    """What the latest values need of a MetricsBuffer: its newest call alone if every call
-    has one category and key set (that call then holds every newest value, found in C),
-    else all its calls."""
-    if not batch.uniform:
-        return _batch_columns(batch)
-    seq, category, values = batch.last()
-    return dict(zip(RECORD_FIELDS[METRICS], ([None], [seq], [category], [values]), strict=True))
-
-
 def _all_finite(table: pa.Table) -> bool:
     """Whether every metric value of a table is a finite number."""
     return pc.all(pc.is_finite(table["value"])).as_py() is True
-
-
-def _line_records(records: int, lines: int) -> list[int]:
-    """Records on each of the `lines` lines of a batch (MAX_RECORDS_PER_LINE a line)."""
-    counts = [MAX_RECORDS_PER_LINE] * (records // MAX_RECORDS_PER_LINE)
-    if records % MAX_RECORDS_PER_LINE:
-        counts.append(records % MAX_RECORDS_PER_LINE)
-    if len(counts) != lines:  # not split as expected: the lines go as one
-        counts = [0] * (lines - 1) + [records]
-    return counts
-
-
-def _disk_margin(fd: int) -> int:
-    """Bytes left free while a storage fault lasts: `_DISK_MARGIN`, or a twentieth of a
-    smaller filesystem."""
-    try:
-        status = os.fstatvfs(fd)
-    except OSError:
-        return _DISK_MARGIN
-    return min(_DISK_MARGIN, status.f_blocks * status.f_frsize // 20)
-
-
-def _free_bytes(fd: int) -> int | None:
-    """Bytes an unprivileged process may still write on the filesystem of `fd`."""
-    try:
-        status = os.fstatvfs(fd)
-    except OSError:
-        return None
-    return status.f_bavail * status.f_frsize
 
 
 def _size(path: Path) -> int | None:
@@ -982,93 +780,5 @@ def _size(path: Path) -> int | None:
         return None
 
 
-def _write_all(fd: int, chunks: list[bytes]) -> None:
-    """Write the chunks in order, gathered (writev): never joined into one more copy."""
-    pending: list[bytes | memoryview] = list(chunks)
-    while pending:
-        group = pending[:_IOV_MAX]
-        written = os.writev(fd, group)
-        done = 0
-        for chunk in group:
-            if written < len(chunk):
-                break
-            written -= len(chunk)
-            done += 1
-        del pending[:done]
-        if written:  # the next chunk went out in part
-            pending[0] = memoryview(pending[0])[written:]
-
-
 def _dump(model: RunManifest | WriterManifest) -> bytes:
     return model.model_dump_json(indent=2).encode() + b"\n"
-
-
-# -- every open writer of this process, closed at exit and on SIGTERM -----------------
-
-_OPEN: weakref.WeakSet[RunWriter] = weakref.WeakSet()
-_installed = False
-_uncaught: str | None = None
-_previous_sigterm: Any = None
-_previous_excepthook: Callable[..., Any] | None = None
-
-
-def _register(writer: RunWriter) -> None:
-    _OPEN.add(writer)
-    _install_process_hooks()
-
-
-def _unregister(writer: RunWriter) -> None:
-    _OPEN.discard(writer)
-
-
-def _close_all(error: str) -> None:
-    for writer in list(_OPEN):
-        try:
-            writer.close(status="failed", error=error)
-        except Exception as exc:  # one writer's trouble must not keep the others open
-            writer._report(f"could not close cleanly: {exc!r}")
-
-
-def _at_exit() -> None:
-    _close_all(_uncaught or "the process exited before end_log() was called")
-
-
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    _close_all("terminated by SIGTERM")
-    previous = _previous_sigterm
-    if callable(previous):
-        previous(signum, frame)
-    elif previous != signal.SIG_IGN:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
-def _excepthook(
-    kind: type[BaseException], value: BaseException, traceback: TracebackType | None
-) -> None:
-    global _uncaught
-    _uncaught = f"uncaught {kind.__name__}: {value}"
-    if _previous_excepthook is not None:
-        _previous_excepthook(kind, value, traceback)
-
-
-def _after_fork_in_child() -> None:
-    for writer in list(_OPEN):
-        if not writer.closed:
-            writer._after_fork_in_child()
-
-
-def _install_process_hooks() -> None:
-    global _installed, _previous_sigterm, _previous_excepthook
-    if _installed:
-        return
-    _installed = True
-    atexit.register(_at_exit)
-    _previous_excepthook = sys.excepthook
-    sys.excepthook = _excepthook
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.getsignal(signal.SIGTERM)
-        if previous != signal.SIG_IGN:
-            _previous_sigterm = previous
-            signal.signal(signal.SIGTERM, _on_sigterm)

@@ -16,11 +16,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import runstore._stream
 import runstore.writer
 from runstore import RuntimeContext, WriterOptions, open_run, read_run
 from runstore.format import METRICS, SCHEMAS, load_writer_manifest
 from runstore.reader import read_stream, segment_files
-from runstore.writer import _write_all
 
 
 def _files(run_dir: Path, stream: str) -> list[str]:
@@ -145,13 +145,13 @@ def test_a_write_cut_short_by_a_full_disk_is_finished_without_duplicates(
         os.write(fd, data[: len(data) // 2])
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    real = runstore.writer._write_all
-    monkeypatch.setattr(runstore.writer, "_write_all", half_then_full)
+    real = runstore._stream.write_all
+    monkeypatch.setattr(runstore._stream, "write_all", half_then_full)
     for index in range(5, 10):
         ctx.set_metrics({"i": float(index)}, "c")
     ctx.flush()
     assert ctx.logger.writer.fault is not None
-    monkeypatch.setattr(runstore.writer, "_write_all", real)
+    monkeypatch.setattr(runstore._stream, "write_all", real)
     ctx.flush()
     assert ctx.logger.writer.fault is None
     (name,) = _files(ctx.run_dir, METRICS)  # the same live segment, its cut tail dropped
@@ -278,30 +278,6 @@ def test_sealed_metrics_read_back_as_plain_columns_equal_to_the_live_segment(
     assert len(rows) == live.num_rows == 50 * 4 + 2
     assert repr(rows) == repr(live.sort_by(order).to_pylist())  # NaN equal to NaN
     assert rows[-2]["key"] == "acc" and math.isnan(rows[-2]["value"])
-
-
-def test_lines_written_in_parts_land_whole_and_in_order(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # writev may write less than asked (a signal, a full pipe): the rest must follow.
-    real_writev = os.writev
-    calls: list[int] = []
-
-    def short_writev(fd: int, buffers: list[bytes]) -> int:
-        calls.append(len(buffers))
-        head = b"".join(bytes(b) for b in buffers)[:7]
-        return real_writev(fd, [head])
-
-    monkeypatch.setattr(os, "writev", short_writev)
-    chunks = [b"first line\n", b"", b"second\n", b"3\n" * 20]
-    path = tmp_path / "out"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
-    try:
-        _write_all(fd, chunks)
-    finally:
-        os.close(fd)
-    assert path.read_bytes() == b"".join(chunks)
-    assert len(calls) > 3
 
 
 def test_a_seal_that_fails_by_a_bug_leaves_a_readable_live_segment_and_a_heartbeat(
