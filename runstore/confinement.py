@@ -20,7 +20,10 @@ returns at most `QueryLimits.max_rows` rows.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -29,7 +32,7 @@ import orjson
 
 from .errors import QueryError
 
-__all__ = ["QueryLimits", "check_read_only"]
+__all__ = ["Deadline", "QueryLimits", "check_read_only"]
 
 #: Table functions that run SQL given as a string or a serialized plan: the string is
 #: not part of the checked tree, so they are refused, whatever it holds.
@@ -144,3 +147,57 @@ def _function_names(node: object) -> Iterator[str]:
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
+
+
+class Deadline:
+    """Interrupts a query that runs past its time: one thread per store, started at its
+    first query (a thread per query would cost more than many queries)."""
+
+    def __init__(self, interrupt: Callable[[], None]) -> None:
+        self._interrupt = interrupt
+        self._condition = threading.Condition()
+        self._due: float | None = None
+        self._query = 0
+        self._expired = -1
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def running(self, seconds: float) -> Iterator[Callable[[], bool]]:
+        """Around one query: yields whether it was interrupted for its time."""
+        with self._condition:
+            self._query += 1
+            query = self._query
+            self._due = time.monotonic() + seconds
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._watch, name="runstore-query-deadline", daemon=True
+                )
+                self._thread.start()
+            self._condition.notify()
+        try:
+            yield lambda: self._expired == query
+        finally:
+            with self._condition:
+                self._due = None
+                self._condition.notify()
+
+    def close(self) -> None:
+        with self._condition:
+            self._closed = True
+            self._condition.notify()
+
+    def _watch(self) -> None:
+        with self._condition:
+            while not self._closed:
+                if self._due is None:
+                    self._condition.wait()
+                    continue
+                left = self._due - time.monotonic()
+                if left > 0:
+                    self._condition.wait(left)
+                    continue
+                # An interrupt that lands after the query ended is harmless: DuckDB keeps
+                # none for the next one.
+                self._expired, self._due = self._query, None
+                self._interrupt()

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import itertools
 import os
-import threading
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -44,7 +42,7 @@ from .archive import (
     writers_table,
 )
 from .compact import CompactReport, compact
-from .confinement import QueryLimits, check_read_only
+from .confinement import Deadline, QueryLimits, check_read_only
 from .errors import ManifestError, QueryError, RunDirectoryError, RunstoreError, RunstoreWarning
 from .format import DEV_EVENTS, EVENTS, METRICS, PROGRESS, STREAMS
 from .reader import RunData, SegmentCache, read_run, read_stream
@@ -78,6 +76,8 @@ _DERIVED_VIEWS: Final = {
     ),
 }
 
+#: Confined queries whose check is remembered, at most.
+_CHECKED_QUERIES: Final = 256
 #: Rows fetched at a time by `Store.query`, so a row cap stops the fetch early.
 _BATCH_ROWS: Final = 8192
 
@@ -145,6 +145,8 @@ class Store:
         self.limits = limits if limits is not None or not confined else QueryLimits()
         #: Parses confined queries; never holds the store's views.
         self._parser = duckdb.connect() if confined else None
+        self._checked: dict[str, str] = {}
+        self._deadline = Deadline(self._interrupt_query)
         self.problems: list[str] = []
         self._warned: set[str] = set()
         self._con = duckdb.connect()
@@ -224,14 +226,21 @@ class Store:
             raise ValueError(f"max_rows must be >= 0, not {max_rows!r}")
         text = self._check(query)
         self.refresh()
-        with self._deadline() as expired:
-            try:
-                return self._with_retry(lambda: self._fetch(text, params, cap))
-            except (duckdb.Error, OSError, pa.ArrowException) as exc:
-                # Rows are read through Arrow, whose errors carry DuckDB's message.
-                if expired.is_set():
-                    raise self._timed_out() from None
-                raise self._error(exc) from None
+        if self.limits is None:
+            return self._fetch_or_raise(text, params, cap, lambda: False)
+        with self._deadline.running(self.limits.timeout) as expired:
+            return self._fetch_or_raise(text, params, cap, expired)
+
+    def _fetch_or_raise(
+        self, text: str, params: Any, cap: int | None, expired: Callable[[], bool]
+    ) -> QueryResult:
+        try:
+            return self._with_retry(lambda: self._fetch(text, params, cap))
+        except (duckdb.Error, OSError, pa.ArrowException) as exc:
+            # Rows are read through Arrow, whose errors carry DuckDB's message.
+            if expired():
+                raise self._timed_out() from None
+            raise self._error(exc) from None
 
     def refresh(self) -> None:
         """Look at the root again; `sql()` does this before every query."""
@@ -281,7 +290,11 @@ class Store:
         """The DuckDB connection behind the views, as of the last refresh."""
         return self._con
 
+    def _interrupt_query(self) -> None:
+        self._con.interrupt()
+
     def close(self) -> None:
+        self._deadline.close()
         self._con.close()
         if self._parser is not None:
             self._parser.close()
@@ -295,10 +308,17 @@ class Store:
     # -- checking and errors ----------------------------------------------------------
 
     def _check(self, query: str) -> str:
-        """The query to run: in a confined store, its one statement once checked."""
+        """The query to run: in a confined store, its one statement once checked (a
+        page asks the same queries again and again: the answers are kept)."""
         if self._parser is None:
             return query
-        return check_read_only(query, self._parser)
+        checked = self._checked.get(query)
+        if checked is None:
+            checked = check_read_only(query, self._parser)
+            if len(self._checked) >= _CHECKED_QUERIES:
+                self._checked.clear()
+            self._checked[query] = checked
+        return checked
 
     def _with_retry(self, run: Callable[[], _T]) -> _T:
         """Run once more if a compaction replaced the archive between our refresh and
@@ -333,32 +353,6 @@ class Store:
         finally:
             reader.close()
         return QueryResult(pa.Table.from_batches(batches, schema=reader.schema), truncated)
-
-    @contextmanager
-    def _deadline(self) -> Iterator[threading.Event]:
-        """Interrupt the connection once the time limit passes; the event says it did."""
-        expired = threading.Event()
-        if self.limits is None:
-            yield expired
-            return
-        lock = threading.Lock()
-        running = True
-
-        def interrupt() -> None:
-            with lock:
-                if running:
-                    expired.set()
-                    self._con.interrupt()
-
-        timer = threading.Timer(self.limits.timeout, interrupt)
-        timer.daemon = True
-        timer.start()
-        try:
-            yield expired
-        finally:
-            with lock:
-                running = False
-            timer.cancel()
 
     def _timed_out(self) -> QueryError:
         assert self.limits is not None
