@@ -71,15 +71,14 @@ else:  # ending: log, then end while the parent's kill may land anywhere in it
 MODES = ("paced", "tight", "ending")
 
 DISK_JOB = r"""
-import os, random, sys
+import os, sys
 from runstore import WriterOptions, open_run
-root, ballast, seed, calls = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-rng = random.Random(seed)
-fill_at = rng.randrange(calls)
-free_at = rng.choice([None, rng.randrange(fill_at, calls)])  # or full to the end
+root, ballast = sys.argv[1], sys.argv[2]
+calls, fill_at, free_at = (int(arg) for arg in sys.argv[3:6])
 ctx = open_run(root, run_id="full", env={}, options=WriterOptions(flush_interval=0.02))
 for i in range(calls):
     if i == fill_at:
+        ctx.flush()  # what came before is on disk; then the disk fills up
         with open(ballast, "wb") as handle:
             try:
                 while True:
@@ -90,10 +89,29 @@ for i in range(calls):
     if i == free_at:
         os.truncate(ballast, os.path.getsize(ballast) // 2)  # some room, maybe not enough
     ctx.set_metrics({"i": float(i), "loss": 0.5}, "train")
+ctx.log_message("done", "success")
 ctx.end_log()
 ctx.close()
-print(next(ctx.logger.writer.seq) - 1)
+print(next(ctx.logger.writer.seq) - 1)  # records logged
 """
+
+
+def run_disk_job(
+    root: Path, ballast: Path, *, calls: int, fill_at: int, free_at: int | None
+) -> tuple[int, str]:
+    """A job in `root` whose disk fills up (with `ballast`) at call `fill_at`, and gets
+    half of that back at `free_at` (None: full to the end); (records logged, stderr)."""
+    arguments = [str(root), str(ballast), str(calls), str(fill_at), str(free_at or -1)]
+    job = subprocess.run(
+        [sys.executable, "-c", DISK_JOB, *arguments],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+    )
+    if job.returncode:
+        raise TortureError(f"the job failed: {job.stderr[-500:]}")
+    return int(job.stdout.strip()), job.stderr
 
 
 @dataclass
@@ -215,29 +233,18 @@ def disk_full_once(
     try:
         root = disk / "runs"
         root.mkdir()
-        job = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                DISK_JOB,
-                str(root),
-                str(disk / "ballast"),
-                str(seed),
-                str(calls),
-            ],
-            capture_output=True,
-            text=True,
-            cwd=REPO,
-            check=False,
+        rng = random.Random(seed)
+        fill_at = rng.randrange(calls)
+        free_at = rng.choice([None, rng.randrange(fill_at, calls)])
+        logged, _ = run_disk_job(
+            root, disk / "ballast", calls=calls, fill_at=fill_at, free_at=free_at
         )
-        if job.returncode:
-            raise TortureError(f"the job failed: {job.stderr[-500:]}")
         (disk / "ballast").unlink(missing_ok=True)
         read, lost = accounted(root / "full")
         from runstore import read_run
 
         status = read_run(root / "full").status
-        result = DiskFull(int(job.stdout.strip()), read, lost, status)
+        result = DiskFull(logged, read, lost, status)
         if result.read + result.lost != result.logged or status != "completed":
             raise TortureError(f"disk full, seed {seed}: {result}")
         return result
