@@ -152,6 +152,15 @@ class Store:
         self._con = duckdb.connect()
         if threads is not None:
             self._con.execute(f"SET threads = {int(threads)}")
+        if self.limits is not None:
+            memory = "'" + self.limits.memory.replace("'", "''") + "'"
+            try:
+                self._con.execute(f"SET memory_limit = {memory}")
+            except duckdb.Error as exc:
+                raise ValueError(
+                    f"QueryLimits.memory {self.limits.memory!r} is not a size DuckDB "
+                    f"knows ({exc}); write it as '1GB' or '500MB'"
+                ) from None
         if confined:
             self._confine()
         self._catalog: Catalog | None = None
@@ -169,12 +178,9 @@ class Store:
         # archive may be read (the views' Parquet files): a run folder is untrusted,
         # and a link in it could point anywhere. No temp directory: DuckDB's default
         # (./.tmp) is outside the root, and its files would be readable.
-        assert self.limits is not None
-        memory = "'" + self.limits.memory.replace("'", "''") + "'"
         for statement in (
             f"SET allowed_directories = [{sql_path(archive_dir(self.root))} || '/']",
             "SET temp_directory = ''",
-            f"SET memory_limit = {memory}",
             "SET python_enable_replacements = false",
             "SET autoinstall_known_extensions = false",
             "SET autoload_known_extensions = false",

@@ -635,33 +635,39 @@ def read_segment(stream: str, path: Path, writer: str) -> tuple[pa.Table, list[s
 
 
 def _read_parquet(stream: str, path: Path, problems: list[str]) -> pa.Table:
-    """A sealed segment; a file of another schema is a problem, never rows of nulls."""
+    """A sealed segment; a file of another schema is a problem, never rows of nulls.
+    (One open for the schema and the rows: faster than `pq.read_table(schema=...)`.)"""
     schema = SCHEMAS[stream]
     try:
-        found = pq.read_schema(path)
-        missing = [name for name in schema.names if name not in found.names]
-        if missing:
+        parquet = pq.ParquetFile(path)
+        try:
+            found = parquet.schema_arrow.names
+            missing = [name for name in schema.names if name not in found]
+            if missing:
+                problems.append(
+                    f"{path}: not a {stream} segment (it has no column {missing[0]!r}); skipped"
+                )
+                return schema.empty_table()
+            table = parquet.read(columns=schema.names)
+        finally:
+            parquet.close()
+        required = [f.name for f in schema if not f.nullable and table.column(f.name).null_count]
+        if required:
+            valid = pc.is_valid(table.column(required[0]))
+            for name in required[1:]:
+                valid = pc.and_(valid, pc.is_valid(table.column(name)))
+            kept = table.filter(valid)
             problems.append(
-                f"{path}: not a {stream} segment (it has no column {missing[0]!r}); skipped"
+                f"{path}: {table.num_rows - kept.num_rows} records without a "
+                f"{required[0]!r}; skipped"
             )
-            return schema.empty_table()
-        table = pq.read_table(path, schema=schema)
+            table = kept
+        return table.cast(schema)
     except FileNotFoundError:
         raise
     except (pa.ArrowException, OSError) as exc:
         problems.append(f"{path}: unreadable Parquet segment ({exc}); skipped")
         return schema.empty_table()
-    required = [f.name for f in schema if not f.nullable and table.column(f.name).null_count]
-    if required:
-        valid = pc.is_valid(table.column(required[0]))
-        for name in required[1:]:
-            valid = pc.and_(valid, pc.is_valid(table.column(name)))
-        kept = table.filter(valid)
-        problems.append(
-            f"{path}: {table.num_rows - kept.num_rows} records without a {required[0]!r}; skipped"
-        )
-        table = kept
-    return table
 
 
 def remove_temp_files(run_dir: Path) -> int:

@@ -252,6 +252,7 @@ class RunWriter:
             and self._fault is None
             and not self._stopping.is_set()
             and threading.current_thread() is not self._thread
+            and self._thread.is_alive()
         ):
             self._cycle_done.clear()
             self._cycle_done.wait(_CATCH_UP_SECONDS)

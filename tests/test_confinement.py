@@ -205,3 +205,14 @@ def test_query_limits_refuse_nonsense() -> None:
         QueryLimits(timeout=0)
     with pytest.raises(ValueError, match="max_rows"):
         QueryLimits(max_rows=0)
+
+
+def test_limits_apply_to_a_store_that_is_not_confined(root: Path) -> None:
+    make_run(root, "a")
+    with Store(root, limits=QueryLimits(timeout=0.5, memory="300MB", max_rows=10)) as store:
+        assert rows(store, "SELECT current_setting('memory_limit')")[0][0].startswith("286")
+        with pytest.raises(QueryError, match="cancelled"):
+            store.query("SELECT sum(a.range * b.range) FROM range(100000) a, range(100000) b")
+        assert store.query("SELECT * FROM range(50)").truncated
+    with pytest.raises(ValueError, match="not a size DuckDB knows"):
+        Store(root, limits=QueryLimits(memory="lots"))
