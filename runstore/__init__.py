@@ -9,8 +9,9 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .compact import CompactReport, compact
-from .confinement import QueryLimits
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .context import RunLogger, RuntimeContext, attach_run, open_run
 from .env import PluginEnvironment
 from .errors import (
@@ -23,11 +24,36 @@ from .errors import (
     RunstoreWarning,
     StepFailedError,
 )
-from .export import export_store
 from .format import FORMAT_VERSION, LogLevel, RunManifest, WriterManifest
-from .query import QueryResult, Store
 from .reader import RunData, RunInfo, list_runs, read_run
 from .writer import WriterOptions
+
+if TYPE_CHECKING:
+    from .compaction import CompactReport, compact
+    from .confinement import QueryLimits
+    from .export import export_store
+    from .query import QueryResult, Store
+
+#: Names whose modules load DuckDB, imported on first use: a job that only logs never
+#: pays for them (`from runstore import open_run` imports no DuckDB).
+_LAZY: dict[str, str] = {
+    "CompactReport": "compaction",
+    "compact": "compaction",
+    "QueryLimits": "confinement",
+    "export_store": "export",
+    "QueryResult": "query",
+    "Store": "query",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'runstore' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "FORMAT_VERSION",

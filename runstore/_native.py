@@ -7,6 +7,7 @@ same, only slower. `RUNSTORE_PURE_PYTHON=1` turns them off, to compare or to rul
 
 from __future__ import annotations
 
+import importlib
 import os
 from types import ModuleType
 from typing import Any, Final
@@ -32,11 +33,9 @@ def _load() -> ModuleType | None:
     if os.environ.get(PURE_PYTHON_VARIABLE, "") not in ("", "0"):
         return None
     try:
-        from . import _speedups  # type: ignore[attr-defined]
+        return importlib.import_module(f"{__package__}._speedups")
     except ImportError:  # installed without a C compiler
         return None
-    module: ModuleType = _speedups
-    return module
 
 
 #: The C module, or None when runstore runs as pure Python.

@@ -400,7 +400,7 @@ def compact_command(root: Path, rebuild: bool, as_json: bool) -> None:
 
     Example: runstore compact sample-runs
     """
-    from .compact import compact
+    from .compaction import compact
 
     report = compact(root, rebuild=rebuild)
     for problem in report.problems:

@@ -41,7 +41,7 @@ from .archive import (
     with_run_id,
     writers_table,
 )
-from .compact import CompactReport, compact
+from .compaction import CompactReport, compact
 from .confinement import Deadline, QueryLimits, check_read_only
 from .errors import ManifestError, QueryError, RunDirectoryError, RunstoreError, RunstoreWarning
 from .format import DEV_EVENTS, EVENTS, METRICS, PROGRESS, STREAMS
@@ -286,7 +286,7 @@ class Store:
         self._report(problems)
 
     def compact(self, *, rebuild: bool = False) -> CompactReport:
-        """Archive the root's finished runs (see `runstore.compact.compact`)."""
+        """Archive the root's finished runs (see `runstore.compaction.compact`)."""
         report = compact(self.root, rebuild=rebuild)
         self.refresh()
         return report

@@ -1,0 +1,46 @@
+"""The package's surface: every public name, and what a job that only logs imports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import runstore
+
+from .conftest import run_python
+
+#: What only the readers of runs need, never a job that logs.
+_HEAVY = ("duckdb", "watchdog", "rich", "click")
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "from runstore import open_run",
+        "from runstore import attach_run, RuntimeContext, WriterOptions",
+        "from runstore.steps import Orchestrator, TrainContext",
+    ],
+)
+def test_a_job_that_only_logs_imports_no_query_engine(statement: str, tmp_path: Path) -> None:
+    done = run_python(
+        f"""
+        import sys
+        {statement}
+        from runstore import open_run
+        with open_run(sys.argv[1], env={{}}) as ctx:
+            ctx.set_metrics({{"loss": 0.5}}, "train")
+        print(",".join(m for m in {_HEAVY!r} if m in sys.modules))
+        """,
+        str(tmp_path / "runs"),
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "", f"loaded by a logging job: {done.stdout.strip()}"
+
+
+def test_every_public_name_is_there_lazy_or_not() -> None:
+    for name in runstore.__all__:
+        assert getattr(runstore, name) is not None, name
+    assert callable(runstore.compact) and runstore.compact.__module__ == "runstore.compaction"
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        runstore.nothing  # noqa: B018
