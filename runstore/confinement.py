@@ -9,7 +9,10 @@ someone it does not trust. Its guarantees rest on two layers:
   SELECT. The tree is walked, at every nesting, for table functions that run SQL from a
   string (`query`, `query_table`, `json_execute_serialized_sql`): what is checked is
   what runs. So no query can write a file, change a view, a table, a macro or a
-  setting, or wrap a statement that would;
+  setting, or wrap a statement that would. Nor may it read a file itself: table
+  functions are those that read none (`range`, `unnest`, DuckDB's catalog), and a
+  table named like a file (`FROM 'x.csv'`) is refused; only the store's views read
+  the runs' files;
 - the engine: the connection may read no file outside the store's archive and write
   none, has no temp directory (nothing spills to disk), has a memory limit, loads no
   extension, sees no Python variable, and its settings are locked.
@@ -37,6 +40,11 @@ __all__ = ["Deadline", "QueryLimits", "check_read_only"]
 #: Table functions that run SQL given as a string or a serialized plan: the string is
 #: not part of the checked tree, so they are refused, whatever it holds.
 _REFUSED_FUNCTIONS: Final = frozenset({"query", "query_table", "json_execute_serialized_sql"})
+#: The table functions a confined query may call: none reads a file. (DuckDB's
+#: catalog functions, `duckdb_*` and `pragma_*`, are allowed too.)
+_TABLE_FUNCTIONS: Final = frozenset(
+    {"range", "generate_series", "unnest", "json_each", "json_tree", "repeat", "repeat_row"}
+)
 
 
 @dataclass(frozen=True)
@@ -127,23 +135,44 @@ def _check_select(text: str, parser: duckdb.DuckDBPyConnection) -> None:
             f"checked ({tree.get('error_message', 'not a SELECT')}); write it as a plain "
             "SELECT (PIVOT as GROUP BY, for instance)"
         )
-    for name in _function_names(tree):
-        if name.lower() in _REFUSED_FUNCTIONS:
+    for node in _nodes(tree):
+        name = node.get("function_name")
+        if isinstance(name, str) and name.lower() in _REFUSED_FUNCTIONS:
             raise QueryError(
                 f"refused: {name}() runs SQL given as text, which confined SQL cannot "
                 "check; write the query itself"
             )
+        if node.get("type") == "TABLE_FUNCTION":
+            function = node.get("function")
+            called = function.get("function_name") if isinstance(function, dict) else None
+            if not _table_function_allowed(called):
+                raise QueryError(
+                    f"refused: confined SQL calls no table function that could read files "
+                    f"({called}()); query the views (runs, metrics, ...) instead"
+                )
+        if node.get("type") == "BASE_TABLE":
+            table = str(node.get("table_name", ""))
+            if any(mark in table for mark in "./\\:"):
+                raise QueryError(
+                    f"refused: {table!r} names a file, which confined SQL does not read; "
+                    "query the views (runs, metrics, ...) instead"
+                )
 
 
-def _function_names(node: object) -> Iterator[str]:
-    """Every function named anywhere in a serialized statement tree."""
-    stack = [node]
+def _table_function_allowed(name: object) -> bool:
+    if not isinstance(name, str):
+        return False
+    name = name.lower()
+    return name in _TABLE_FUNCTIONS or name.startswith(("duckdb_", "pragma_"))
+
+
+def _nodes(tree: object) -> Iterator[dict[str, Any]]:
+    """Every object (a node of any kind) in a serialized statement tree."""
+    stack = [tree]
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
-            name = item.get("function_name")
-            if isinstance(name, str):
-                yield name
+            yield item
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)

@@ -216,3 +216,22 @@ def test_limits_apply_to_a_store_that_is_not_confined(root: Path) -> None:
         assert store.query("SELECT * FROM range(50)").truncated
     with pytest.raises(ValueError, match="not a size DuckDB knows"):
         Store(root, limits=QueryLimits(memory="lots"))
+
+
+def test_confined_sql_reads_files_only_through_the_views(confined_root: Path) -> None:
+    run = confined_root / "a"
+    sealed = next((run / "streams" / "metrics").glob("*.parquet"))
+    with Store(confined_root, confined=True) as store:
+        for query in (
+            f"SELECT * FROM read_parquet('{sealed}')",
+            f"SELECT * FROM parquet_metadata('{sealed}')",
+            f"SELECT * FROM read_json_auto('{run}/run.json')",
+            f"SELECT * FROM '{run}/run.json'",
+            f"SELECT * FROM '{sealed}'",
+            f"SELECT (SELECT count(*) FROM glob('{run}/*'))",
+        ):
+            with pytest.raises(QueryError, match="refused"):
+                store.sql(query)
+        assert rows(store, "SELECT count(*) FROM range(3), unnest([1, 2])") == [(6,)]
+        assert rows(store, "SELECT count(*) > 0 FROM duckdb_views()") == [(True,)]
+        assert rows(store, "WITH x AS (SELECT 1 AS one) SELECT one FROM x") == [(1,)]
