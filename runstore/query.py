@@ -2,11 +2,12 @@
 
 A `Store` keeps one in-process DuckDB connection whose views (`runs`, `events`,
 `messages`, `dev_events`, `progress`, `metrics`, `latest_metrics`, `latest_progress`)
-join two sources: the root's archive of finished runs (Parquet, read by DuckDB from
-disk) and every other run, read from its own directory into Arrow tables that stay
-in memory between queries. Before each query the store looks at the root again (two
-`stat` calls per run): a running run's new records appear, a run archived meanwhile
-moves from one source to the other, and no record is counted twice.
+join two sources: the root's archive of finished runs and every other run, read from
+its own directory: its sealed segments (Parquet) by DuckDB from disk, its live ones
+(JSONL) into Arrow tables kept between queries, the only records a store holds in
+memory. Before each query the store looks at the root again (two `stat` calls per
+run): a running run's new records appear, a run archived meanwhile moves from one
+source to the other, and no record is counted twice.
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ from .archive import (
 from .compaction import CompactReport, compact
 from .confinement import Deadline, QueryLimits, check_read_only
 from .errors import ManifestError, QueryError, RunDirectoryError, RunstoreError, RunstoreWarning
-from .format import DEV_EVENTS, EVENTS, METRICS, PROGRESS, STREAMS
-from .reader import RunData, SegmentCache, read_run, read_stream
+from .format import DEV_EVENTS, EVENTS, METRICS, PROGRESS, SCHEMAS, STREAMS
+from .reader import RunData, SegmentCache, read_run, stream_sources
 
 __all__ = ["VIEWS", "QueryResult", "Store"]
 
@@ -104,7 +105,10 @@ class _LiveRun:
     signature: tuple[int, ...]
     run: RunData
     final: bool  # nothing can change it while its signature holds
+    #: Records of the live (JSONL) segments, by stream, with run_id.
     tables: dict[str, pa.Table]
+    #: Paths of the sealed segments, by stream: DuckDB reads them from disk.
+    sealed: dict[str, list[str]]
     caches: dict[str, SegmentCache] = field(default_factory=dict)
     # Tells one reading from the next, so the live tables are re-registered only when
     # some run was read again.
@@ -169,17 +173,22 @@ class Store:
         self._live: dict[str, _LiveRun] = {}
         self._views_key: object = None
         self._live_key: object = None
+        #: Sealed segments of the runs outside the archive, by stream, and a counter
+        #: that tells one list from the next (the views name every file).
+        self._sealed_files: dict[str, list[str]] = {}
+        self._sealed_key = 0
         self.pending_compaction = 0
         self.refresh()
 
     def _confine(self) -> None:
         # The order matters: allowed_directories cannot change once external access is
-        # off, and lock_configuration stops a query from turning either back. Only the
-        # archive may be read (the views' Parquet files): a run folder is untrusted,
-        # and a link in it could point anywhere. No temp directory: DuckDB's default
-        # (./.tmp) is outside the root, and its files would be readable.
+        # off, and lock_configuration stops a query from turning either back. Files
+        # under the root only, and those through the views alone: a query may name no
+        # file itself (confinement.check_read_only), and the views name only regular
+        # files (a link in a run folder could point anywhere). No temp directory:
+        # DuckDB's default (./.tmp) is outside the root, and its files would be readable.
         for statement in (
-            f"SET allowed_directories = [{sql_path(archive_dir(self.root))} || '/']",
+            f"SET allowed_directories = [{sql_path(self.root)} || '/']",
             "SET temp_directory = ''",
             "SET python_enable_replacements = false",
             "SET autoinstall_known_extensions = false",
@@ -421,30 +430,51 @@ class Store:
             problems.append(f"{exc}; left out")
             return None
         caches = cached.caches if cached is not None else {s: {} for s in STREAMS}
-        tables = {}
+        tables, sealed = {}, {}
         for stream in STREAMS:
-            table, found = read_stream(run_dir.path, stream, caches[stream])
+            live, sealed[stream], found = stream_sources(run_dir.path, stream, caches[stream])
             run.problems.extend(found)
-            tables[stream] = with_run_id(table, run.run_id)
-        return _LiveRun(run_dir.signature, run, run.final, tables, caches)
+            tables[stream] = with_run_id(live, run.run_id)
+        return _LiveRun(run_dir.signature, run, run.final, tables, sealed, caches)
 
     def _define_views(self, parts: list[str], excluded: list[str]) -> None:
-        key = (tuple(parts), tuple(excluded))
+        key = (tuple(parts), tuple(excluded), self._sealed_key)
         if key == self._views_key:
             return
         self._con.register("_excluded", pa.table({"run_id": pa.array(excluded, pa.string())}))
         base = archive_dir(self.root)
+        for stream in STREAMS:
+            columns = ", ".join(_quote(f.name) for f in store_schema(stream))
+            sources = [f"SELECT {columns} FROM _live_{stream}"]
+            files = self._sealed_files.get(stream, [])
+            if files:
+                # Sealed segments of runs outside the archive, read from disk when a
+                # query needs them; a row must have what the schema requires.
+                required = " AND ".join(
+                    f"p.{_quote(f.name)} IS NOT NULL" for f in SCHEMAS[stream] if not f.nullable
+                )
+                listed = ", ".join(sql_path(Path(path)) for path in files)
+                sources.append(
+                    f"SELECT f.run_id, p.* EXCLUDE (filename) FROM read_parquet([{listed}], "
+                    f"filename = true) p JOIN _sealed_{stream} f USING (filename) "
+                    f"WHERE {required}"
+                )
+            self._con.execute(
+                f"CREATE OR REPLACE VIEW _run_{stream} AS {' UNION ALL '.join(sources)}"
+            )
         for table in PART_TABLES:
             columns = ", ".join(_quote(f.name) for f in store_schema(table))
             if table in (LATEST_METRICS, LATEST_PROGRESS):
                 stream = METRICS if table == LATEST_METRICS else PROGRESS
-                live = f"SELECT {columns} FROM ({latest_select(table, f'_live_{stream}')})"
+                live = f"SELECT {columns} FROM ({latest_select(table, f'_run_{stream}')})"
+            elif table in STREAMS:
+                live = f"SELECT {columns} FROM _run_{table}"
             else:
                 live = f"SELECT {columns} FROM _live_{table}"
             sources = [live]
             if parts:
-                files = ", ".join(sql_path(base / part / f"{table}.parquet") for part in parts)
-                archived = f"SELECT {columns} FROM read_parquet([{files}])"
+                part_files = ", ".join(sql_path(base / part / f"{table}.parquet") for part in parts)
+                archived = f"SELECT {columns} FROM read_parquet([{part_files}])"
                 if excluded:
                     archived += " WHERE run_id NOT IN (SELECT run_id FROM _excluded)"
                 sources.insert(0, archived)
@@ -462,8 +492,23 @@ class Store:
             f"_live_{RUNS}", runs_table((name, run.run) for name, run in self._live.items())
         )
         self._con.register(f"_live_{WRITERS}", writers_table(run.run for run in runs))
+        sealed: dict[str, list[str]] = {}
         for stream in (EVENTS, PROGRESS, METRICS):
             tables = [run.tables[stream] for run in runs]
             combined = pa.concat_tables(tables) if tables else store_schema(stream).empty_table()
             self._con.register(f"_live_{stream}", combined)
+            files = [(path, run.run.run_id) for run in runs for path in run.sealed[stream]]
+            sealed[stream] = [path for path, _ in files]
+            self._con.register(
+                f"_sealed_{stream}",
+                pa.table(
+                    {
+                        "filename": pa.array([path for path, _ in files], pa.string()),
+                        "run_id": pa.array([run_id for _, run_id in files], pa.string()),
+                    }
+                ),
+            )
         self._live_key = key
+        if sealed != self._sealed_files:
+            self._sealed_files = sealed
+            self._sealed_key += 1

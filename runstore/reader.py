@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import orjson
 import pyarrow as pa
@@ -44,7 +44,7 @@ from .format import (
     missing_manifest,
     utc_now,
 )
-from .segments import read_segment
+from .segments import check_sealed, read_segment
 
 __all__ = [
     "RunData",
@@ -57,6 +57,7 @@ __all__ = [
     "read_run",
     "read_stream",
     "segment_files",
+    "stream_sources",
     "writer_alive",
 ]
 
@@ -136,6 +137,44 @@ def _read_cached(
     return table, found
 
 
+def _each_segment(
+    run_dir: Path,
+    stream: str,
+    cache: SegmentCache | None,
+    problems: list[str],
+    sealed: Callable[[SegmentName, Path], pa.Table | None],
+) -> list[pa.Table]:
+    """The tables of a stream's live segments, read (`cache`: again only once they
+    changed); each sealed segment, one sealed while we read it included, goes to
+    `sealed`, whose table, if any, is kept too."""
+    tables: list[pa.Table] = []
+    listed = segment_files(run_dir, stream)
+    if cache is not None:
+        for gone in set(cache) - {path for _, path in listed}:
+            del cache[gone]
+    for name, path in listed:
+        try:
+            if name.sealed:
+                table = sealed(name, path)
+            else:
+                table, found = _read_cached(stream, name, path, cache)
+                problems.extend(found)
+        except FileNotFoundError:
+            # Sealed between listing and reading: the Parquet holds the same records.
+            sealed_name = SegmentName(**{**name.model_dump(), "sealed": True})
+            try:
+                table = sealed(sealed_name, path.with_name(sealed_name.filename))
+            except FileNotFoundError:
+                problems.append(f"{path}: vanished while reading (run deleted?); skipped")
+                continue
+        except OSError as exc:
+            problems.append(f"{path}: cannot be read ({exc.strerror or exc}); skipped")
+            continue
+        if table is not None:
+            tables.append(table)
+    return tables
+
+
 def read_stream(
     run_dir: Path, stream: str, cache: SegmentCache | None = None
 ) -> tuple[pa.Table, list[str]]:
@@ -145,28 +184,14 @@ def read_stream(
     segments that have not changed since the last call are not read again: a store
     refreshing a live run rereads only its growing JSONL segments.
     """
-    tables: list[pa.Table] = []
     problems: list[str] = []
-    listed = segment_files(run_dir, stream)
-    if cache is not None:
-        for gone in set(cache) - {path for _, path in listed}:
-            del cache[gone]
-    for name, path in listed:
-        try:
-            table, found = _read_cached(stream, name, path, cache)
-        except FileNotFoundError:
-            # Sealed between listing and reading: the Parquet holds the same records.
-            sealed = path.with_name(SegmentName(**{**name.model_dump(), "sealed": True}).filename)
-            try:
-                table, found = read_segment(stream, sealed, name.writer)
-            except FileNotFoundError:
-                problems.append(f"{path}: vanished while reading (run deleted?); skipped")
-                continue
-        except OSError as exc:
-            problems.append(f"{path}: cannot be read ({exc.strerror or exc}); skipped")
-            continue
-        tables.append(table)
+
+    def read_sealed(name: SegmentName, path: Path) -> pa.Table:
+        table, found = _read_cached(stream, name, path, cache)
         problems.extend(found)
+        return table
+
+    tables = _each_segment(run_dir, stream, cache, problems, read_sealed)
     if not tables:
         return SCHEMAS[stream].empty_table(), problems
     table = pa.concat_tables(tables)
@@ -174,6 +199,38 @@ def read_stream(
         table, sort_keys=[("ts", "ascending"), ("writer", "ascending"), ("seq", "ascending")]
     )
     return table.take(order), problems
+
+
+def stream_sources(
+    run_dir: Path, stream: str, cache: SegmentCache
+) -> tuple[pa.Table, list[str], list[str]]:
+    """A stream as a store reads it: (the records of its live segments, the paths of
+    its sealed segments, the problems found).
+
+    Live segments are read (again only once they changed: `cache`, one per run and
+    stream, kept by the caller); sealed ones are checked once, by their footer, and left
+    on disk for DuckDB to read when a query needs them: a store holds no sealed records
+    in memory. The records are in no particular order."""
+    problems: list[str] = []
+    sealed: list[str] = []
+
+    def check(name: SegmentName, path: Path) -> None:
+        if path not in cache:
+            readable, found = check_sealed(stream, path)
+            # The table slot says whether DuckDB may read the file: the stream's empty
+            # table if so, None if not.
+            cache[path] = (None, _EMPTY[stream] if readable else None, found)
+        _, usable, found = cache[path]
+        problems.extend(found)
+        if usable is not None:
+            sealed.append(str(path))
+
+    tables = _each_segment(run_dir, stream, cache, problems, check)
+    live = pa.concat_tables(tables) if tables else _EMPTY[stream]
+    return live, sealed, problems
+
+
+_EMPTY: Final = {stream: schema.empty_table() for stream, schema in SCHEMAS.items()}
 
 
 def _read_writers(run_dir: Path, problems: list[str]) -> list[WriterManifest]:

@@ -50,6 +50,7 @@ __all__ = [
     "DecodedLines",
     "JsonText",
     "atomic_write_bytes",
+    "check_sealed",
     "columns_of_records",
     "decode_lines",
     "encode_lines",
@@ -668,6 +669,44 @@ def _read_parquet(stream: str, path: Path, problems: list[str]) -> pa.Table:
     except (pa.ArrowException, OSError) as exc:
         problems.append(f"{path}: unreadable Parquet segment ({exc}); skipped")
         return schema.empty_table()
+
+
+def check_sealed(stream: str, path: Path) -> tuple[bool, list[str]]:
+    """Whether DuckDB can read a sealed segment as the stream's table, and what is
+    wrong with it, from its footer alone: its columns, in order, and their types; and,
+    where the file counts them, nulls where the schema requires a value (the rows are
+    left out, the rest is read)."""
+    schema = SCHEMAS[stream]
+    try:
+        metadata = pq.read_metadata(path)
+        found = metadata.schema.to_arrow_schema()
+    except FileNotFoundError:
+        raise
+    except (pa.ArrowException, OSError) as exc:
+        return False, [f"{path}: unreadable Parquet segment ({exc}); skipped"]
+    if found.names != schema.names:
+        columns = "its columns are not the stream's"
+        return False, [f"{path}: not a {stream} segment ({columns}); skipped"]
+    for expected, actual in zip(schema, found, strict=True):
+        kind = actual.type.value_type if pa.types.is_dictionary(actual.type) else actual.type
+        if not kind.equals(expected.type):
+            return False, [
+                f"{path}: not a {stream} segment (column {expected.name!r} is {kind}, not "
+                f"{expected.type}); skipped"
+            ]
+    # Where the file keeps null counts (a writer keeps them for ts and seq): rows
+    # without what the schema requires are left out (the store filters them anyway).
+    required = {i for i, f in enumerate(schema) if not f.nullable}
+    nulls = 0
+    for group in range(metadata.num_row_groups):
+        row_group = metadata.row_group(group)
+        for index in required:
+            statistics = row_group.column(index).statistics
+            if statistics is not None and statistics.has_null_count:
+                nulls = max(nulls, statistics.null_count)
+    if nulls:
+        return True, [f"{path}: {nulls} records without a required value; skipped"]
+    return True, []
 
 
 def remove_temp_files(run_dir: Path) -> int:

@@ -296,3 +296,17 @@ def test_store_is_exported_from_the_package() -> None:
 
     for name in ("Store", "QueryError", "compact", "CompactReport", "export_store"):
         assert name in runstore.__all__ and hasattr(runstore, name)
+
+
+def test_sealed_segments_are_read_from_disk_by_the_queries_that_need_them(root: Path) -> None:
+    make_run(root, "a", steps=50)
+    with Store(root) as store:
+        assert rows(store, "SELECT count(*) FROM metrics") == [(100,)]
+        # The store holds no sealed record: damage the file under it, and a query
+        # that needs metrics reads the damage, while one that names only runs does not.
+        (sealed,) = (root / "a" / "streams" / "metrics").glob("*.parquet")
+        sealed.write_bytes(b"PAR1 not parquet any more PAR1")
+        assert rows(store, "SELECT run_id, status FROM runs") == [("a", "completed")]
+        assert rows(store, "SELECT count(*) FROM writers") == [(1,)]
+        with pytest.raises(QueryError, match=str(sealed.name)):
+            store.sql("SELECT count(*) FROM metrics").fetchall()  # type: ignore[union-attr]
