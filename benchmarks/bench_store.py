@@ -66,7 +66,8 @@ def _run(checkout: Path, root: Path, query: str) -> dict[str, float]:
         env=env,
         check=True,
     )
-    result: dict[str, float] = json.loads(done.stdout)
+    # The last line: DuckDB may draw a progress bar above it on a long query.
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
 
