@@ -7,11 +7,10 @@ See README.md and docs/.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ._version import __version__
 from .context import RunLogger, RuntimeContext, attach_run, open_run
 from .env import PluginEnvironment
 from .errors import (

@@ -21,7 +21,7 @@ import orjson
 import pyarrow as pa
 from pydantic import BaseModel, Field
 
-from . import __version__
+from ._version import __version__
 from .errors import ManifestError, RunDirectoryError
 from .format import (
     METRICS,

@@ -13,9 +13,9 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from . import __version__
 from ._output import FORMATS, write_result
 from ._tailview import STATUS_STYLES, clock, log_line
+from ._version import __version__
 from .errors import QueryError, RunstoreError
 from .format import DEV_EVENTS
 from .reader import RunData, RunInfo, list_runs, read_run

@@ -23,8 +23,9 @@ from typing import Any, Final
 
 import orjson
 
-from . import __version__, _native
+from . import _native
 from ._storable import clean_text, json_ready, storable_int
+from ._version import __version__
 from .env import PluginEnvironment, mask_secrets
 from .errors import FinishedLoggerError, RunDirectoryError, RunstoreWarning
 from .format import (

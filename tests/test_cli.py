@@ -184,3 +184,14 @@ def test_confined_sql_refuses_a_wrapped_write_with_a_clear_error(tmp_path: Path)
     assert capped.returncode == 0, capped.stderr
     assert len(capped.stdout.splitlines()) == 100_001  # the header and the row cap
     assert "only the first 100,000 rows were written" in capped.stderr
+
+
+def test_python_dash_m_runstore_is_the_command_line() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "runstore", "ls", str(SAMPLE_RUNS), "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert {run["run_id"] for run in json.loads(done.stdout)} >= {"demo-train", "demo-crashed"}

@@ -87,3 +87,17 @@ def test_sql_doc_examples_answer_and_every_column_is_documented() -> None:
             for column in columns.columns:
                 assert f"`{column}`" in text, f"{view}.{column} is not in docs/sql.md"
         assert store_schema("metrics").names[0] == "run_id"
+
+
+def test_architecture_map_names_every_module_and_every_floor_is_checked() -> None:
+    import tomllib
+
+    text = (DOCS / "docs" / "architecture.md").read_text()
+    config = tomllib.loads((DOCS / "pyproject.toml").read_text())["tool"]["importlinter"]
+    (layers,) = [c["layers"] for c in config["contracts"] if c["type"] == "layers"]
+    layered = {name.strip() for layer in layers for name in layer.split(":")}
+    modules = {path.stem for path in (DOCS / "runstore").glob("*.py")} - {"__init__"}
+    for module in sorted(modules):
+        assert f"`{module}`" in text, f"docs/architecture.md does not place {module}"
+        if module != "__main__":
+            assert module in layered, f"pyproject.toml's layers do not place {module}"

@@ -1,0 +1,5 @@
+"""`python -m runstore`: the command line, as `runstore`."""
+
+from .cli import main
+
+main(prog_name="runstore")
