@@ -101,3 +101,10 @@ def test_architecture_map_names_every_module_and_every_floor_is_checked() -> Non
         assert f"`{module}`" in text, f"docs/architecture.md does not place {module}"
         if module != "__main__":
             assert module in layered, f"pyproject.toml's layers do not place {module}"
+
+
+def test_cli_reference_is_what_the_commands_say() -> None:
+    from runstore._clidoc import reference
+
+    page = (DOCS / "docs" / "cli.md").read_text()
+    assert page == reference(), "docs/cli.md is stale: run .venv/bin/python -m runstore._clidoc"
