@@ -27,6 +27,8 @@ from typing import Any, Final
 from .errors import RunstoreWarning
 
 __all__ = [
+    "INT64_MAX",
+    "INT64_MIN",
     "clean_text",
     "is_clean_text",
     "json_ready",
@@ -35,8 +37,9 @@ __all__ = [
     "storable_int",
 ]
 
-_INT64_MIN: Final = -(2**63)
-_INT64_MAX: Final = 2**63 - 1
+#: The ints JSON (orjson) and Arrow's int64 hold.
+INT64_MIN: Final = -(2**63)
+INT64_MAX: Final = 2**63 - 1
 
 
 def is_clean_text(text: str) -> bool:
@@ -80,7 +83,7 @@ def _too_long(value: int) -> bool:
 
 def storable_int(value: int) -> int | str:
     """`value`, or its hex text if it is too long to write out in decimal."""
-    if _INT64_MIN <= value <= _INT64_MAX or not _too_long(value):
+    if INT64_MIN <= value <= INT64_MAX or not _too_long(value):
         return value
     warnings.warn(
         f"runstore: an int of {value.bit_length():,} bits is too long to store in decimal; "

@@ -97,7 +97,7 @@ class Stream:
         """Begin a new live segment file (open in `fd`) with its header line."""
         self.opened_at = time.monotonic()
         os.ftruncate(fd, 0)
-        self._write_or_cut(fd, [header])
+        self._write_or_cut(fd, [header], len(header))
 
     def write_pending(self, fd: int, *, careful: bool) -> None:
         """Write the pending drains to the live segment (`fd`) in order, a whole line at
@@ -110,17 +110,22 @@ class Stream:
             fit = _lines_that_fit(fd, entry) if careful else len(entry.lines)
             if not fit:
                 raise OSError(errno.ENOSPC, "waiting for room on the disk")
-            self._write_or_cut(fd, entry.lines[:fit])
-            records = sum(entry.line_records[:fit])
             whole = fit == len(entry.lines)
             if whole:
+                self._write_or_cut(fd, entry.lines, entry.size)
+                records = entry.records
                 self.pending.popleft()
                 self.pending_bytes -= entry.size
             else:  # the rest waits: the oldest records first, always
-                rest = entry.lines[fit:]
-                size = sum(map(len, rest))
-                self.pending[0] = PendingDrain(rest, entry.line_records[fit:], None, size)
-                self.pending_bytes -= entry.size - size
+                lines = entry.lines[:fit]
+                written = sum(map(len, lines))
+                self._write_or_cut(fd, lines, written)
+                records = sum(entry.line_records[:fit])
+                rest = PendingDrain(
+                    entry.lines[fit:], entry.line_records[fit:], None, entry.size - written
+                )
+                self.pending[0] = rest
+                self.pending_bytes -= written
             self.segment_records += records
             self.written_records += records
             if self.tables is not None and entry.tables is not None and whole:
@@ -128,15 +133,15 @@ class Stream:
             else:
                 self.tables = None
 
-    def _write_or_cut(self, fd: int, lines: list[bytes]) -> None:
-        """Append `lines` whole, or raise with the file as it was before."""
+    def _write_or_cut(self, fd: int, lines: list[bytes], size: int) -> None:
+        """Append `lines` (`size` bytes) whole, or raise with the file as it was before."""
         try:
             write_all(fd, lines)
         except OSError:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, self.written_bytes)
             raise
-        self.written_bytes += sum(map(len, lines))
+        self.written_bytes += size
 
     def forget(self) -> None:
         """Back to a new stream of segment 1, keeping the record lists: a context holds

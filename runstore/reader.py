@@ -44,7 +44,7 @@ from .format import (
     missing_manifest,
     utc_now,
 )
-from .segments import check_sealed, read_segment
+from .segments import check_sealed, read_segment, unreadable
 
 __all__ = [
     "RunData",
@@ -168,7 +168,7 @@ def _each_segment(
                 problems.append(f"{path}: vanished while reading (run deleted?); skipped")
                 continue
         except OSError as exc:
-            problems.append(f"{path}: cannot be read ({exc.strerror or exc}); skipped")
+            problems.append(unreadable(path, exc))
             continue
         if table is not None:
             tables.append(table)

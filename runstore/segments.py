@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ._native import NumberRows, float_rows
-from ._storable import key_text
+from ._storable import INT64_MAX, INT64_MIN, key_text
 from .errors import RunstoreError
 from .format import (
     EVENTS,
@@ -63,6 +63,7 @@ __all__ = [
     "safe_table",
     "table_from_columns",
     "uniform_keys",
+    "unreadable",
     "write_parquet_atomic",
 ]
 
@@ -76,8 +77,6 @@ MAX_RECORDS_PER_LINE: Final = 8192
 #: How runstore encodes JSON everywhere: numpy values as numbers, non-string keys as text.
 JSON_OPTIONS: Final = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 _NEWLINE: Final = orjson.OPT_APPEND_NEWLINE
-_INT64_MIN: Final = -(2**63)
-_INT64_MAX: Final = 2**63 - 1
 _EXACT_FLOAT_INT: Final = 2**53
 _NONFINITE: Final = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 _KINDS: Final[dict[type, str]] = {float: "float", int: "int", bool: "bool", str: "str"}
@@ -128,7 +127,7 @@ def _slice(columns: Columns, start: int, stop: int) -> Columns:
 def _special_text(value: object) -> str | None:
     if type(value) is float and not math.isfinite(value):
         return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
-    if type(value) is int and not _INT64_MIN <= value <= _INT64_MAX:
+    if type(value) is int and not INT64_MIN <= value <= INT64_MAX:
         return str(value)
     return None
 
@@ -669,6 +668,11 @@ def _read_parquet(stream: str, path: Path, problems: list[str]) -> pa.Table:
     except (pa.ArrowException, OSError) as exc:
         problems.append(f"{path}: unreadable Parquet segment ({exc}); skipped")
         return schema.empty_table()
+
+
+def unreadable(path: Path, exc: OSError) -> str:
+    """The problem of a segment file the OS will not let us read."""
+    return f"{path}: cannot be read ({exc.strerror or exc}); skipped"
 
 
 def check_sealed(stream: str, path: Path) -> tuple[bool, list[str]]:

@@ -54,7 +54,7 @@ from .reader import (
     read_run,
     segment_files,
 )
-from .segments import decode_lines, read_segment, safe_table
+from .segments import decode_lines, read_segment, safe_table, unreadable
 
 __all__ = ["GAP_SECONDS", "STATUS", "Follower", "TailRecord", "follow"]
 
@@ -436,7 +436,7 @@ class Follower:
                         table, problems = read_segment(stream, path, name.writer)
                     except OSError as exc:
                         table = pa.table({})
-                        problems = [f"{path}: cannot be read ({exc.strerror or exc}); skipped"]
+                        problems = [unreadable(path, exc)]
                     run.sealed.add(path)
                     run.offsets.pop(path.with_suffix(".jsonl"), None)
                 else:
@@ -456,7 +456,7 @@ class Follower:
             self._changed.put(str(path))
             return pa.table({}), []
         except OSError as exc:
-            return pa.table({}), [f"{path}: cannot be read ({exc.strerror or exc}); skipped"]
+            return pa.table({}), [unreadable(path, exc)]
         where = f"{path}" if offset == 0 else f"{path} (from byte {offset})"
         decoded = decode_lines(stream, data, where=where)
         run.offsets[path] = offset + decoded.end
