@@ -566,6 +566,51 @@ def _tail_view(follower: Any, path: Path, replay: bool, dev: bool) -> str | None
     return status
 
 
+@main.command("ui")
+@click.argument(
+    "root", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8417,
+    show_default=True,
+    help="Port to serve on; 0 picks a free one.",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on. Another than the loopback makes every run readable from "
+    "the network (a warning says so).",
+)
+@click.option(
+    "--allow-host",
+    "allowed_hosts",
+    multiple=True,
+    help="A host name requests may carry besides localhost (behind a proxy); repeatable.",
+)
+def ui_command(root: Path | None, port: int, host: str, allowed_hosts: tuple[str, ...]) -> None:
+    """Serve the web viewer of ROOT on this machine until Ctrl-C: runs, progress, metric
+    charts, messages and SQL, updated live. Without ROOT: $RUNSTORE_ROOT, else ./runs.
+
+    Example: runstore ui sample-runs   (then open http://127.0.0.1:8417/)
+    """
+    from .viewer import default_root, serve
+
+    try:
+        serve(
+            root if root is not None else default_root(),
+            host=host,
+            port=port,
+            allowed_hosts=allowed_hosts,
+        )
+    except OSError as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        pass
+
+
 @main.command("demo")
 @click.argument("root", type=click.Path(file_okay=False, path_type=Path))
 def demo_command(root: Path) -> None:

@@ -8,9 +8,12 @@ import math
 import os
 import random
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
+import time
+import zlib
 from pathlib import Path
 
 from .context import RuntimeContext, open_run
@@ -27,6 +30,9 @@ from .steps import (
 
 __all__ = ["run_demo"]
 
+#: Seconds between the demo's steps, so its runs take real time (durations, elapsed).
+_STEP_SECONDS = 0.005
+
 _DEMO_ENV = {"DEBUG": "false", "API_KEY": "demo-secret-never-stored", "SYNAPSE_LANGUAGE": "en"}
 
 
@@ -36,6 +42,7 @@ class _LoadDataset(BaseStep[TrainContext]):
 
     def execute(self, context: TrainContext) -> StepResult:
         for batch in range(1, 11):
+            time.sleep(_STEP_SECONDS)
             context.set_progress(batch, 10)
         context.dataset = {"train": 800, "val": 200}
         context.log_message("Dataset downloaded: 800 train / 200 val images", "info")
@@ -46,9 +53,10 @@ class _Train(BaseStep[TrainContext]):
     name = "train"
     progress_weight = 0.8
 
-    def __init__(self, epochs: int, steps_per_epoch: int) -> None:
+    def __init__(self, epochs: int, steps_per_epoch: int, workdir: Path) -> None:
         self.epochs = epochs
         self.steps_per_epoch = steps_per_epoch
+        self.workdir = workdir
 
     def execute(self, context: TrainContext) -> StepResult:
         rng = random.Random(7)
@@ -58,6 +66,7 @@ class _Train(BaseStep[TrainContext]):
             loss = 2.0 * math.exp(-step / (total / 3)) + rng.random() * 0.05
             context.set_metrics({"loss": loss, "lr": 0.01 * (1 - step / total) + 1e-4})
             context.set_progress(step, total)
+            time.sleep(_STEP_SECONDS)
             if step % self.steps_per_epoch == 0:
                 epoch = step // self.steps_per_epoch
                 accuracy = 0.5 + 0.45 * (1 - math.exp(-epoch / 2)) + rng.random() * 0.01
@@ -65,9 +74,38 @@ class _Train(BaseStep[TrainContext]):
                     {"epoch": epoch, "accuracy": accuracy, "map50": accuracy * 0.9}, "validation"
                 )
                 context.runtime_ctx.log_dev_event("epoch finished", {"epoch": epoch})
+                if epoch in (1, self.epochs):
+                    image = self.workdir / f"val_epoch{epoch}.png"
+                    _write_png(image, 96, 64, accuracy)
+                    context.runtime_ctx.log_visualization("validation", "predictions", epoch, image)
         context.model_path = "model.pt"
         context.log_message("Training finished", "success")
         return StepResult(data={"epochs": self.epochs})
+
+
+def _write_png(path: Path, width: int, height: int, sharpness: float) -> None:
+    """A small RGB PNG (a blurred box that sharpens as `sharpness` goes to 1), written
+    with zlib alone: the demo's visualization attachment."""
+    rows = []
+    for y in range(height):
+        row = bytearray([0])  # filter type: none
+        for x in range(width):
+            inside = abs(x - width / 2) / (width / 4) + abs(y - height / 2) / (height / 4)
+            edge = max(0.0, min(1.0, (1.2 - inside) * (2 + 20 * sharpness)))
+            row += bytes((int(40 + 200 * edge), int(90 + 120 * edge), int(200 - 120 * edge)))
+        rows.append(bytes(row))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"".join(rows), 9))
+        + chunk(b"IEND", b"")
+    )
 
 
 class _SaveModel(BaseStep[TrainContext]):
@@ -98,7 +136,7 @@ def _train_run(root: Path, workdir: Path) -> RuntimeContext:
     ) as ctx:
         registry: StepRegistry[TrainContext] = StepRegistry()
         registry.register(_LoadDataset())
-        registry.register(_Train(epochs=5, steps_per_epoch=40))
+        registry.register(_Train(epochs=5, steps_per_epoch=40, workdir=workdir))
         registry.register(_SaveModel(workdir))
         Orchestrator(registry, TrainContext(ctx)).execute()
         ctx.end_log()
@@ -117,6 +155,7 @@ def _export_run(root: Path, workdir: Path) -> RuntimeContext:
     ) as ctx:
         export = ExportContext(ctx, output_path=str(workdir / "export"), current_step="export")
         for index in range(1, 51):
+            time.sleep(_STEP_SECONDS)
             export.results.append({"id": index})
             export.exported_count += 1
             export.set_progress(index, 50)
@@ -137,6 +176,7 @@ class _Upload(BaseStep[UploadContext]):
     def execute(self, context: UploadContext) -> StepResult:
         failures = 0
         for index in range(1, 31):
+            time.sleep(_STEP_SECONDS)
             if index % 7 == 0:
                 failures += 1
                 context.log("upload_failed", {"file": f"img_{index:03d}.jpg", "reason": "timeout"})
@@ -184,11 +224,12 @@ def _upload_run(root: Path) -> RuntimeContext:
 
 
 _CRASHING_JOB = """
-import os, signal, sys
+import os, signal, sys, time
 from runstore import open_run
 ctx = open_run(sys.argv[1], plugin="onnx-inference", action="inference", run_id="demo-crashed",
                job_id="job-inference-004", env={})
 for index in range(1, 101):
+    time.sleep(0.005)
     ctx.set_progress(index, 200, "inference")
     ctx.set_metrics({"latency_ms": 10.0 + index % 5}, "inference")
 ctx.log_message("Processed 100 of 200 images", "info")

@@ -1,0 +1,54 @@
+"""Long-lived confined Stores, one per worker thread, for the viewer's requests.
+
+`Store` is not thread-safe and opening one costs a scan of the root, so the viewer keeps
+a small pool of threads, each with its own store opened once, and runs every query of a
+request on one of them. The event loop never waits on DuckDB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from runstore.confinement import QueryLimits
+from runstore.query import Store
+
+_T = TypeVar("_T")
+
+
+class StorePool:
+    """Runs functions of a `Store` on a few threads that each keep their own store."""
+
+    def __init__(self, root: Path, *, workers: int = 2, limits: QueryLimits | None = None) -> None:
+        self.root = root
+        self.limits = limits or QueryLimits()
+        self._local = threading.local()
+        self._stores: list[Store] = []
+        self._lock = threading.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="runstore-ui")
+
+    def _store(self) -> Store:
+        store: Store | None = getattr(self._local, "store", None)
+        if store is None:
+            # One DuckDB thread each: the pool's threads are the parallelism.
+            store = Store(self.root, confined=True, threads=1, limits=self.limits)
+            self._local.store = store
+            with self._lock:
+                self._stores.append(store)
+        return store
+
+    async def run(self, work: Callable[[Store], _T]) -> _T:
+        """`work(store)` on a pool thread, awaited without blocking the event loop."""
+        future = self._executor.submit(lambda: work(self._store()))
+        return await asyncio.wrap_future(future)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            for store in self._stores:
+                store.close()
+            self._stores.clear()
