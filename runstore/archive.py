@@ -258,6 +258,9 @@ def scan_root(root: Path, problems: list[str] | None = None) -> list[RunDir]:
 class ArchivedRun(BaseModel):
     run_id: str
     signature: tuple[int, ...]
+    #: What was wrong with the run's files when it was archived (records that could not
+    #: be read were left out): queries over the archive go on reporting it.
+    problems: list[str] = Field(default_factory=list)
 
 
 class ArchivePart(BaseModel):

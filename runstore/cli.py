@@ -590,9 +590,18 @@ def _tail_view(follower: Any, path: Path, replay: bool, dev: bool) -> str | None
     multiple=True,
     help="A host name requests may carry besides localhost (behind a proxy); repeatable.",
 )
-def ui_command(root: Path | None, port: int, host: str, allowed_hosts: tuple[str, ...]) -> None:
+@click.option(
+    "--no-archive",
+    is_flag=True,
+    help="Do not keep ROOT's archive (ROOT/.runstore/archive) up to date; for a root the "
+    "viewer must not write to. Many finished runs are then slower to query.",
+)
+def ui_command(
+    root: Path | None, port: int, host: str, allowed_hosts: tuple[str, ...], no_archive: bool
+) -> None:
     """Serve the web viewer of ROOT on this machine until Ctrl-C: runs, progress, metric
     charts, messages and SQL, updated live. Without ROOT: $RUNSTORE_ROOT, else ./runs.
+    Finished runs are archived in the background, as `runstore compact` does.
 
     Example: runstore ui sample-runs   (then open http://127.0.0.1:8417/)
     """
@@ -604,6 +613,7 @@ def ui_command(root: Path | None, port: int, host: str, allowed_hosts: tuple[str
             host=host,
             port=port,
             allowed_hosts=allowed_hosts,
+            archive=not no_archive,
         )
     except OSError as exc:
         raise click.ClickException(str(exc)) from None

@@ -136,7 +136,10 @@ def _new_part(
     finally:
         for table in sources:
             con.unregister(f"_new_{table}")
-    runs = {d.name: ArchivedRun(run_id=r.run_id, signature=d.signature) for d, r in batch}
+    runs = {
+        d.name: ArchivedRun(run_id=r.run_id, signature=d.signature, problems=r.problems)
+        for d, r in batch
+    }
     return ArchivePart(name=name, runs=runs, rows=rows)
 
 

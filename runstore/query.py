@@ -12,10 +12,12 @@ source to the other, and no record is counted twice.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
+import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -178,6 +180,8 @@ class Store:
         self._sealed_files: dict[str, list[str]] = {}
         self._sealed_key = 0
         self.pending_compaction = 0
+        self._pinned = 0
+        self._looked_at = 0.0
         self.refresh()
 
     def _confine(self) -> None:
@@ -212,7 +216,8 @@ class Store:
         finds only then (a value that does not cast) raise `duckdb.Error` then.
         """
         if self.limits is None:
-            self.refresh()
+            if not self._pinned:
+                self.refresh()
             try:
                 return self._with_retry(lambda: self._con.sql(query, params=params))
             except duckdb.Error as exc:
@@ -240,7 +245,8 @@ class Store:
         if cap is not None and cap < 0:
             raise ValueError(f"max_rows must be >= 0, not {max_rows!r}")
         text = self._check(query)
-        self.refresh()
+        if not self._pinned:
+            self.refresh()
         if self.limits is None:
             return self._fetch_or_raise(text, params, cap, lambda: False)
         with self._deadline.running(self.limits.timeout) as expired:
@@ -259,6 +265,7 @@ class Store:
 
     def refresh(self) -> None:
         """Look at the root again; `sql()` does this before every query."""
+        self._looked_at = time.monotonic()
         problems: list[str] = []
         run_dirs = scan_root(self.root, problems)
         catalog = self._load_catalog(problems)
@@ -269,6 +276,8 @@ class Store:
             if entry is not None and entry[1].signature == run_dir.signature:
                 valid.add(run_dir.name)
         taken = {archived[name][1].run_id for name in valid}
+        for name in sorted(valid):
+            problems.extend(archived[name][1].problems)
         excluded = sorted(run.run_id for name, (_, run) in archived.items() if name not in valid)
         live: dict[str, _LiveRun] = {}
         for run_dir in run_dirs:
@@ -293,6 +302,21 @@ class Store:
         self._register_live()
         self._define_views(parts, excluded)
         self._report(problems)
+
+    @contextlib.contextmanager
+    def snapshot(self, *, max_age: float = 0.0) -> Iterator[Store]:
+        """Several queries over one look at the root: inside the block, `sql()` and
+        `query()` answer from the root as it was when the block began, so the queries
+        of one page agree with each other and the root is scanned once, not per query.
+        `max_age`: seconds a look may be old and still serve (a server answering many
+        requests a second need not scan 10,000 run folders for each)."""
+        if time.monotonic() - self._looked_at > max_age:
+            self.refresh()
+        self._pinned += 1
+        try:
+            yield self
+        finally:
+            self._pinned -= 1
 
     def compact(self, *, rebuild: bool = False) -> CompactReport:
         """Archive the root's finished runs (see `runstore.compaction.compact`)."""

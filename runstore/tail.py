@@ -26,7 +26,19 @@ from typing import Any, Final
 
 import orjson
 import pyarrow as pa
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirModifiedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
@@ -219,11 +231,29 @@ def _filesystem_type(path: Path) -> str:
     return kind
 
 
+#: The changes that can mean new records. Never a file opened or closed unwritten: the
+#: follower's own reads make those, and each would wake it to read again, for ever.
+_CHANGES: Final = [
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileClosedEvent,
+    FileMovedEvent,
+    FileDeletedEvent,
+    DirCreatedEvent,
+    DirModifiedEvent,
+    DirMovedEvent,
+    DirDeletedEvent,
+]
+_READS: Final = frozenset({"opened", "closed_no_write"})
+
+
 class _Handler(FileSystemEventHandler):
     def __init__(self, changed: queue.SimpleQueue[str]) -> None:
         self.changed = changed
 
     def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in _READS:  # an observer that ignores event_filter
+            return
         for path in (event.src_path, getattr(event, "dest_path", "")):
             if path:
                 self.changed.put(os.fsdecode(path))
@@ -276,6 +306,7 @@ class Follower:
         self._position = position or {}
         self._handed: dict[str, dict[str, int]] = {}  # what the consumer was given
         self._runs: dict[str, _Run] = {}
+        self._listed: dict[str, RunInfo] = {}  # manifests read at the start, by run
         self._changed: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._stopped = threading.Event()
         self._observer: BaseObserver | None = None
@@ -318,7 +349,9 @@ class Follower:
         observer: BaseObserver = (
             PollingObserver(timeout=self.interval) if self.polling else Observer()
         )
-        observer.schedule(_Handler(self._changed), str(self.path), recursive=True)
+        observer.schedule(
+            _Handler(self._changed), str(self.path), recursive=True, event_filter=_CHANGES
+        )
         observer.daemon = True
         observer.start()
         self._observer = observer
@@ -327,6 +360,7 @@ class Follower:
         else:
             for info in list_runs(self.path, self.problems):
                 self._add(info.path, quiet=not self.from_start)
+                self._listed[info.path.name] = info
 
     def _shutdown(self) -> None:
         if self._observer is not None:
@@ -337,8 +371,11 @@ class Follower:
     def _records(self) -> Iterator[TailRecord]:
         out: list[TailRecord] = []
         for run in list(self._runs.values()):
+            if run.quiet and self._ended_already(run, out):
+                continue
             self._read_run(run, out)
             self._check_status(run, out)
+        self._listed.clear()
         next_check = time.monotonic() + self.interval
         next_rescan = time.monotonic() + RESCAN_SECONDS
         while True:
@@ -477,6 +514,20 @@ class Follower:
             ready = run.writers[writer].ready(now, final=False)
             if not run.quiet:
                 out.extend(ready)
+
+    def _ended_already(self, run: _Run, out: list[TailRecord]) -> bool:
+        """A run that had ended before following began: nothing new can come from it,
+        so its segments are never read (a root of 10,000 finished runs costs their
+        manifests, not their records); only its status is handed out."""
+        # Its manifests as listed a moment ago: an ended run's cannot change any more.
+        info = self._listed.pop(run.name, None)
+        if info is None or not info.final:
+            info = self._refresh_info(run)
+        if info is None or not info.final:
+            return False
+        run.info, run.ended, run.quiet = info, True, False
+        out.append(self._status_record(run, info))
+        return True
 
     def _check_status(self, run: _Run, out: list[TailRecord]) -> None:
         """Notice a run's end (or its writers' death) and hand out everything left."""

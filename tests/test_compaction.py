@@ -12,6 +12,7 @@ from runstore import RunDirectoryError, Store, attach_run, compact
 from runstore.archive import archive_dir, load_catalog
 from runstore.query import VIEWS
 
+from .conftest import SAMPLE_RUNS
 from .test_query import make_run
 
 # Every view, in an order that does not depend on how the rows were stored.
@@ -37,6 +38,25 @@ def test_compaction_leaves_every_answer_unchanged(root: Path) -> None:
     again = compact(root)
     assert (again.added, again.dropped, again.archived) == (0, 0, 3)
     running.close()
+
+
+def test_a_damaged_run_is_still_reported_once_archived(root: Path) -> None:
+    make_run(root, "a")
+    shutil.copytree(SAMPLE_RUNS / "demo-crashed", root / "crashed")  # killed: final
+    segment = next((root / "crashed" / "streams" / "metrics").glob("*.jsonl"))
+    with segment.open("ab") as out:
+        out.write(b"\x00 not a record\n{}\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with Store(root) as store:
+            before = list(store.problems)
+        report = compact(root)
+        with Store(root) as store:
+            after = list(store.problems)
+            assert store.pending_compaction == 0
+    assert before and all("crashed" in problem for problem in before)
+    assert report.archived == 2 and report.problems == before
+    assert after == before  # the archive keeps what was wrong with the run
 
 
 def test_a_changed_run_is_read_from_its_folder_and_archived_again(root: Path) -> None:

@@ -162,6 +162,25 @@ def test_a_running_runs_newest_records_appear_once(root: Path) -> None:
         assert rows(store, "SELECT status FROM runs") == [("completed",)]
 
 
+def test_a_snapshot_answers_several_queries_from_one_look_at_the_root(root: Path) -> None:
+    ctx = make_run(root, "live", steps=3, finish=False)
+    with Store(root, confined=True) as store:
+        with store.snapshot() as pinned:
+            assert pinned is store
+            make_run(root, "later")
+            ctx.set_metrics({"loss": 0.01}, "train")
+            ctx.flush()
+            assert rows(store, "SELECT count(*) FROM runs") == [(1,)]
+            assert store.query("SELECT count(*) AS n FROM metrics").table["n"][0].as_py() == 6
+        # A look younger than max_age serves; outside a block, every query looks again.
+        with store.snapshot(max_age=60):
+            assert rows(store, "SELECT count(*) FROM runs") == [(1,)]
+        assert rows(store, "SELECT count(*) FROM runs") == [(2,)]
+        assert rows(store, "SELECT count(*) FROM metrics WHERE run_id = 'live'") == [(7,)]
+    ctx.end_log()
+    ctx.close()
+
+
 def test_a_torn_last_line_is_skipped_silently(root: Path) -> None:
     ctx = make_run(root, "torn", steps=2, finish=False)
     segment = next((ctx.run_dir / "streams" / "metrics").glob("*.jsonl"))

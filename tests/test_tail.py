@@ -132,6 +132,48 @@ def test_a_root_is_followed_with_runs_that_appear_later(root: Path) -> None:
     assert "hello from after" in texts and "hello from before" not in texts
 
 
+def test_runs_that_ended_before_following_began_are_not_read(root: Path) -> None:
+    import shutil
+
+    shutil.copytree(SAMPLE_RUNS / "demo-train", root / "finished")
+    segment = next((root / "finished" / "streams" / "metrics").glob("*.parquet"))
+    segment.write_bytes(b"PAR1 damaged beyond reading PAR1")
+    follower = follow(root)
+    seen: list[TailRecord] = []
+    thread = threading.Thread(target=follower.run, args=(seen.append,))
+    thread.start()
+    time.sleep(0.5)
+    follower.stop()
+    thread.join(timeout=10)
+    assert [r.stream for r in seen] == [STATUS] and seen[0].data["status"] == "completed"
+    assert follower.problems == []  # its segments were never opened
+    replay = collect(follow(root, from_start=True), timeout=5)
+    assert any(r.stream == STATUS for r in replay)  # from the start it is read
+
+
+def test_its_own_reads_never_wake_the_follower(root: Path) -> None:
+    import resource
+
+    ctx = open_run(root, run_id="idle", env={})
+    for step in range(50):
+        ctx.set_metrics({"loss": 1 / (step + 1)}, "train")
+    ctx.flush()
+    follower = follow(root / "idle", from_start=True)
+    seen: list[TailRecord] = []
+    thread = threading.Thread(target=follower.run, args=(seen.append,))
+    thread.start()
+    wait_for(lambda: len(seen) >= 50)
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    time.sleep(2)  # the run writes nothing: the follower has nothing to do
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    ctx.end_log()
+    ctx.close()
+    thread.join(timeout=10)
+    spent = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    # Waking on its own reads, it spent the whole 2 s reading; idle it spends ~0.
+    assert spent < 0.5, f"{spent:.2f} s of CPU in 2 s of nothing to do"
+
+
 def test_a_saved_position_resumes_without_missing_or_repeating(root: Path) -> None:
     ctx = open_run(root, run_id="job", env={})
     for step in range(50):

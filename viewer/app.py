@@ -35,6 +35,7 @@ from runstore.errors import QueryError
 from runstore.query import Store
 
 from . import queries
+from .archiving import Archiver
 from .files import INLINE_TYPES, FileRefused, open_attachment, read_chunks
 from .live import LiveHub
 from .queries import BadRequest, RunsQuery
@@ -73,6 +74,8 @@ class ViewerOptions:
     #: Host names a request may carry besides the loopback ones.
     allowed_hosts: tuple[str, ...] = ()
     sql_rows: int = SQL_ROWS
+    #: Keep the root's archive up to date (`runstore compact`) in the background.
+    archive: bool = True
 
 
 class _SecurityHeaders:
@@ -148,7 +151,13 @@ def _category(request: Request) -> str | None:
 def create_app(options: ViewerOptions) -> Starlette:
     """The viewer over `options.root`, an ASGI app for uvicorn (or any ASGI server)."""
     root = options.root.resolve()
-    pool = StorePool(root, workers=options.workers, limits=options.limits)
+    archiver = Archiver(root) if options.archive else None
+    pool = StorePool(
+        root,
+        workers=options.workers,
+        limits=options.limits,
+        on_pending=archiver.poke if archiver is not None else None,
+    )
     hub = LiveHub(root)
     templates = Jinja2Templates(directory=str(_HERE / "templates"))
     templates.env.globals.update(version=__version__, root=str(root))
@@ -260,6 +269,24 @@ def create_app(options: ViewerOptions) -> Starlette:
         rows = options.sql_rows
         return _JSON(await on_store(lambda store: queries.run_sql(store, text, rows)))
 
+    async def api_status(request: Request) -> Response:
+        archive: dict[str, Any] = {"enabled": archiver is not None}
+        if archiver is not None:
+            report = archiver.last
+            archive.update(
+                compactions=archiver.compactions,
+                failure=archiver.failure,
+                runs=report.archived if report is not None else None,
+            )
+        return _JSON(
+            {
+                "root": str(root),
+                "version": __version__,
+                "archive": archive,
+                "live": {"failure": hub.failure},
+            }
+        )
+
     # -- files and live records ---------------------------------------------------------
 
     async def run_file(request: Request) -> Response:
@@ -339,6 +366,8 @@ def create_app(options: ViewerOptions) -> Starlette:
         finally:
             hub.close()
             pool.close()
+            if archiver is not None:
+                archiver.close()
 
     allowed = [*LOCAL_HOSTS, *options.allowed_hosts]
     app = Starlette(
@@ -356,6 +385,7 @@ def create_app(options: ViewerOptions) -> Starlette:
             Route("/api/compare", api_compare),
             Route("/api/sql", api_sql),
             Route("/api/live", live),
+            Route("/api/status", api_status),
             Route("/files/{run_id}/{path:path}", run_file),
             Mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static"),
         ],
@@ -374,4 +404,5 @@ def create_app(options: ViewerOptions) -> Starlette:
     )
     app.state.pool = pool
     app.state.hub = hub
+    app.state.archiver = archiver
     return app

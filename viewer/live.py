@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import sys
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -23,7 +23,7 @@ from runstore.tail import Follower, TailRecord
 from .queries import json_value
 
 #: Seconds records are gathered before they go out: one message per page per tick.
-TICK: Final = 0.1
+TICK: Final = 0.05
 #: Batches a page may have waiting before it is told to resync.
 QUEUE_BATCHES: Final = 64
 #: What the runs page needs of other runs: their status and their progress.
@@ -40,15 +40,18 @@ class Subscription:
     progress (`run` None)."""
 
     run: str | None
-    queue: asyncio.Queue[bytes] = field(default_factory=lambda: asyncio.Queue(QUEUE_BATCHES))
+    queue: asyncio.Queue[bytes]
 
 
 class LiveHub:
     """Fans one follower of `root` out to the pages that subscribe."""
 
-    def __init__(self, root: Path, *, tick: float = TICK) -> None:
+    def __init__(
+        self, root: Path, *, tick: float = TICK, queue_batches: int = QUEUE_BATCHES
+    ) -> None:
         self.root = root
         self.tick = tick
+        self.queue_batches = queue_batches
         self._subscribers: set[Subscription] = set()
         self._pending: list[TailRecord] = []
         self._lock = threading.Lock()
@@ -62,7 +65,7 @@ class LiveHub:
     def subscribe(self, run: str | None) -> Subscription:
         """A new feed; the follower starts with the first one."""
         self._loop = asyncio.get_running_loop()
-        subscription = Subscription(run)
+        subscription = Subscription(run, asyncio.Queue(self.queue_batches))
         self._subscribers.add(subscription)
         if self._follower is None:
             self._follower = Follower(self.root)

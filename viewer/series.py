@@ -1,10 +1,11 @@
 """Metric series for charts, thinned in DuckDB by M4 buckets that never hide a spike.
 
 A series longer than `4 * buckets` points is cut into `buckets` equal spans of x, and
-each span keeps its first, last, lowest and highest point (M4). That is deterministic
-(the same query gives the same points on every refresh), keeps every extreme that would
-be drawn at this width, and always keeps the series' first and last point. A zoom asks
-again for its range, so it shows the points that were left out before.
+each span keeps its first, last, lowest and highest point (M4; lowest and highest among
+its finite values: NaN and infinities are gaps in a chart, never its extremes). That is
+deterministic (the same query gives the same points on every refresh), keeps every
+extreme that would be drawn at this width, and always keeps the series' first and last
+point. A zoom asks again for its range, so it shows the points that were left out before.
 """
 
 from __future__ import annotations
@@ -78,8 +79,10 @@ def series(store: Store, ask: SeriesQuery) -> dict[str, Any]:
                NULL::DOUBLE AS x3, NULL::DOUBLE AS y3, NULL::DOUBLE AS x4, NULL::DOUBLE AS y4
         FROM s, b WHERE b.total <= 4 * $n
         UNION ALL
-        SELECT any_value(total), min(x), arg_min(y, x), arg_min(x, y), min(y),
-               arg_max(x, y), max(y), max(x), arg_max(y, x)
+        SELECT any_value(total), min(x), arg_min(y, x),
+               arg_min(x, y) FILTER (WHERE isfinite(y)), min(y) FILTER (WHERE isfinite(y)),
+               arg_max(x, y) FILTER (WHERE isfinite(y)), max(y) FILTER (WHERE isfinite(y)),
+               max(x), arg_max(y, x)
         FROM k GROUP BY bucket"""
     table = store.query(sql, params).table
     total = 0

@@ -67,6 +67,7 @@ def serve(
     port: int = DEFAULT_PORT,
     allowed_hosts: Sequence[str] = (),
     limits: QueryLimits | None = None,
+    archive: bool = True,
 ) -> None:
     """Serve the viewer of `root` until interrupted; prints the address first."""
     folder = Path(root)
@@ -84,7 +85,9 @@ def serve(
         hosts += [socket.gethostname(), socket.getfqdn()]
     sock = bind(host, port)
     actual = sock.getsockname()[1]
-    options = ViewerOptions(root=folder, allowed_hosts=tuple(hosts), limits=limits or QueryLimits())
+    options = ViewerOptions(
+        root=folder, allowed_hosts=tuple(hosts), limits=limits or QueryLimits(), archive=archive
+    )
     shown = "127.0.0.1" if host in LOCAL_HOSTS or host in ("0.0.0.0", "::") else host
     if ":" in shown:
         shown = f"[{shown}]"

@@ -12,20 +12,33 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Final, TypeVar
 
 from runstore.confinement import QueryLimits
 from runstore.query import Store
 
 _T = TypeVar("_T")
+#: Seconds a store's look at the root serves further requests. Pages fetch again at
+#: least twice this long after a live record says something changed, so what they
+#: fetch is never older than what they were told.
+FRESH_FOR: Final = 0.25
 
 
 class StorePool:
     """Runs functions of a `Store` on a few threads that each keep their own store."""
 
-    def __init__(self, root: Path, *, workers: int = 2, limits: QueryLimits | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        workers: int = 2,
+        limits: QueryLimits | None = None,
+        on_pending: Callable[[], None] | None = None,
+    ) -> None:
         self.root = root
         self.limits = limits or QueryLimits()
+        #: Called when a query finds finished runs outside the archive.
+        self.on_pending = on_pending
         self._local = threading.local()
         self._stores: list[Store] = []
         self._lock = threading.Lock()
@@ -42,9 +55,18 @@ class StorePool:
         return store
 
     async def run(self, work: Callable[[Store], _T]) -> _T:
-        """`work(store)` on a pool thread, awaited without blocking the event loop."""
-        future = self._executor.submit(lambda: work(self._store()))
+        """`work(store)` on a pool thread, awaited without blocking the event loop. The
+        queries of one `work` see one state of the root (`Store.snapshot`)."""
+        future = self._executor.submit(self._run, work)
         return await asyncio.wrap_future(future)
+
+    def _run(self, work: Callable[[Store], _T]) -> _T:
+        store = self._store()
+        with store.snapshot(max_age=FRESH_FOR):
+            result = work(store)
+        if store.pending_compaction and self.on_pending is not None:
+            self.on_pending()
+        return result
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)

@@ -166,6 +166,9 @@ def test_a_long_series_is_thinned_and_zoom_asks_the_server_again(tab: Tab, long_
         assert asked and "lo=" in asked[-1] and "hi=" in asked[-1]
         _until(lambda: _points(page) > drawn, "the zoomed points")
         tab.shot("zoomed")
+        over.dblclick()  # zoomed out: the overview again, with no new request
+        _until(lambda: _points(page) == drawn, "the overview again")
+        assert chart.get_attribute("data-zoom-fetches") == "1"
 
 
 _LIVE_JOB = """

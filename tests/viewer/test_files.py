@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from runstore.viewer.files import FileRefused, open_attachment, read_chunks
 
 

@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 import orjson
-from runstore.viewer.live import QUEUE_BATCHES, LiveHub
 
 from runstore import WriterOptions, open_run
+from runstore.viewer.live import LiveHub
 
 
 def _job(root: Path, run_id: str, steps: int) -> None:
@@ -25,7 +25,7 @@ def _job(root: Path, run_id: str, steps: int) -> None:
 
 def test_pages_get_their_run_a_summary_and_a_slow_page_a_resync(tmp_path: Path) -> None:
     async def follow() -> tuple[list[dict], list[dict], list[bytes], list[dict]]:
-        hub = LiveHub(tmp_path, tick=0.01)
+        hub = LiveHub(tmp_path, tick=0.01, queue_batches=4)
         mine = hub.subscribe("job")
         summary = hub.subscribe(None)
         slow = hub.subscribe("job")
@@ -70,5 +70,5 @@ def test_pages_get_their_run_a_summary_and_a_slow_page_a_resync(tmp_path: Path) 
     assert {r["stream"] for r in summary} == {"status", "progress"}
     assert {r["run"] for r in summary} == {"job", "other"}
     assert any(r["run"] == "job" and r.get("status") == "completed" for r in summary)
-    assert b'"resync"' in waiting and len(waiting) <= QUEUE_BATCHES
+    assert b'"resync"' in waiting and len(waiting) <= 4
     assert {r["run"] for r in others} == {"other"}

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from runstore.viewer.series import SeriesQuery, series
 
 from runstore import Store, open_run
+from runstore.viewer.series import SeriesQuery, series
 
 values = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True, width=64),

@@ -112,19 +112,37 @@ export function debounce(fn, ms) {
 }
 
 // Server-sent records: `dir` one run's folder, or null for every run's status and progress.
+// A hidden tab lets its stream go (a browser keeps only six connections to a server,
+// and each open stream holds one) and, shown again, fetches afresh (`onResync`).
 export function follow(dir, onRecords, onResync) {
   const state = document.getElementById("live-state");
   const url = dir ? `/api/live?dir=${encodeURIComponent(dir)}` : "/api/live";
-  const source = new EventSource(url);
-  source.addEventListener("ready", () => {
-    if (state) { state.hidden = false; state.className = "live-state"; state.textContent = "live"; }
-  });
-  source.addEventListener("records", (event) => onRecords(JSON.parse(event.data)));
-  source.addEventListener("resync", () => onResync && onResync());
-  source.onerror = () => {
-    if (state) { state.hidden = false; state.className = "live-state off"; state.textContent = "reconnecting"; }
+  let source = null;
+  const show = (text, off) => {
+    if (!state) return;
+    state.hidden = false;
+    state.className = off ? "live-state off" : "live-state";
+    state.textContent = text;
   };
-  return source;
+  const open = () => {
+    source = new EventSource(url);
+    source.addEventListener("ready", () => show("live", false));
+    source.addEventListener("records", (event) => onRecords(JSON.parse(event.data)));
+    source.addEventListener("resync", () => onResync && onResync());
+    source.onerror = () => show("reconnecting", true);
+  };
+  document.addEventListener("visibilitychange", () => {
+    if (document.hidden && source) {
+      source.close();
+      source = null;
+      show("paused", true);
+    } else if (!document.hidden && !source) {
+      open();
+      if (onResync) onResync();
+    }
+  });
+  if (!document.hidden) open();
+  return { close: () => { if (source) source.close(); source = null; } };
 }
 
 export const PALETTE = ["#2f6fdb", "#e4572e", "#1f8a4c", "#9c4dcc", "#d69e2e", "#17a2b8", "#c2185b", "#5d6d7e", "#8bc34a", "#795548"];

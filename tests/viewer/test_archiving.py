@@ -1,0 +1,83 @@
+"""The viewer keeps the root's archive up to date by itself, or says why it cannot."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from runstore import Store
+from runstore.viewer.archiving import Archiver
+from tests.conftest import SAMPLE_RUNS
+
+from .conftest import serving
+
+
+def _until(check: object, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_the_server_archives_finished_runs_by_itself(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    shutil.copytree(SAMPLE_RUNS, root)
+    with serving(root) as server:
+        _until(lambda: server.get("/api/status").json()["archive"]["compactions"] >= 1, "archive")
+        status = server.get("/api/status").json()["archive"]
+        assert status["enabled"] and status["failure"] is None and status["runs"] == 4
+        assert server.get("/api/runs").json()["total"] == 4
+    with Store(root) as store:
+        assert store.pending_compaction == 0  # every finished run is in the archive
+
+
+def test_no_archive_writes_nothing_into_the_root(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    shutil.copytree(SAMPLE_RUNS, root)
+    with serving(root, "--no-archive") as server:
+        assert server.get("/api/runs").json()["total"] == 4
+        assert server.get("/api/status").json()["archive"] == {"enabled": False}
+    assert not (root / ".runstore").exists()
+
+
+@pytest.fixture
+def read_only_root(tmp_path: Path) -> Iterator[Path]:
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+    try:
+        shutil.copytree(SAMPLE_RUNS, mount / "runs")
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+        yield mount / "runs"
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_root_it_cannot_write_is_served_and_said_so_once(
+    read_only_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    archiver = Archiver(read_only_root, settle=0.01)
+    try:
+        _until(lambda: archiver.failure is not None, "the failure")
+        archiver.poke()
+        time.sleep(0.2)
+    finally:
+        archiver.close()
+    assert archiver.compactions == 0
+    said = capsys.readouterr().err
+    assert said.count("not archiving") == 1 and "cannot create the archive" in said
+    assert "not trying again" in said
+    with serving(read_only_root) as server:
+        assert server.get("/api/runs").json()["total"] == 4
