@@ -11,7 +11,7 @@ import runstore
 from .conftest import run_python
 
 #: What only the readers of runs need, never a job that logs.
-_HEAVY = ("duckdb", "watchdog", "rich", "click")
+_HEAVY = ("duckdb", "watchdog", "rich", "click", "starlette", "uvicorn", "jinja2", "sse_starlette")
 
 
 @pytest.mark.parametrize(

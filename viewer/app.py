@@ -37,7 +37,7 @@ from runstore.query import Store
 from . import queries
 from .archiving import Archiver
 from .files import INLINE_TYPES, FileRefused, open_attachment, read_chunks
-from .live import LiveHub
+from .live import RESYNC, LiveHub
 from .queries import BadRequest, RunsQuery
 from .series import SeriesQuery, series
 from .stores import StorePool
@@ -324,7 +324,7 @@ def create_app(options: ViewerOptions) -> Starlette:
                 yield {"event": "ready", "data": "{}"}
                 while True:
                     message = await subscription.queue.get()
-                    if message == b'"resync"':
+                    if message == RESYNC:
                         yield {"event": "resync", "data": "{}"}
                     else:
                         yield {"event": "records", "data": message.decode()}

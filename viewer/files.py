@@ -35,7 +35,10 @@ def open_attachment(root: Path, run_dir: str, name: str) -> tuple[int, int, str]
         raise FileRefused(f"attachment {name!r} is not a plain relative path")
     current = root / folder.parts[0]
     for part in relative.parts:
-        status = os.lstat(current)
+        try:
+            status = os.lstat(current)
+        except OSError as exc:
+            raise FileRefused(f"{current}: {exc.strerror or exc}") from None
         if not stat.S_ISDIR(status.st_mode):
             raise FileRefused(f"{current} is not a folder")
         current = current / part

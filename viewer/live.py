@@ -26,6 +26,8 @@ from .queries import json_value
 TICK: Final = 0.05
 #: Batches a page may have waiting before it is told to resync.
 QUEUE_BATCHES: Final = 64
+#: The message that tells a page to fetch afresh (it missed records).
+RESYNC: Final = b'"resync"'
 #: What the runs page needs of other runs: their status and their progress.
 _SUMMARY_STREAMS: Final = frozenset({"status", "progress"})
 
@@ -135,4 +137,4 @@ class LiveHub:
                 # Too slow for the records: drop what waits and ask for a fresh fetch.
                 while not subscription.queue.empty():
                     subscription.queue.get_nowait()
-                subscription.queue.put_nowait(b'"resync"')
+                subscription.queue.put_nowait(RESYNC)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import socket
 import sys
@@ -99,4 +100,24 @@ def serve(
         timeout_graceful_shutdown=2,
         lifespan="on",
     )
-    uvicorn.Server(config).run(sockets=[sock])
+    server = uvicorn.Server(config)
+    quiet = _QuietShutdown(server)
+    logger = logging.getLogger("uvicorn.error")
+    logger.addFilter(quiet)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        logger.removeFilter(quiet)
+
+
+class _QuietShutdown(logging.Filter):
+    """Ctrl-C cuts the open live streams short, and uvicorn calls each an error; it is
+    the shutdown the user asked for."""
+
+    def __init__(self, server: uvicorn.Server) -> None:
+        super().__init__()
+        self.server = server
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        cut = record.getMessage().startswith("ASGI callable returned without completing")
+        return not (cut and self.server.should_exit)

@@ -333,3 +333,29 @@ def test_another_interface_warns_and_accepts_its_own_name(sample_root: Path) -> 
         assert server.get("/api/runs", headers={"Host": "evil.example"}).status == 400
     assert server.process.stderr is not None
     assert "reachable from other machines" in server.process.stderr.read()
+
+
+def test_ctrl_c_with_a_page_following_stops_quietly(sample_root: Path) -> None:
+    import contextlib
+    import http.client
+    import signal
+    import threading
+    import urllib.request
+
+    with serving(sample_root) as server:
+        opened = threading.Event()
+
+        def listen() -> None:
+            with urllib.request.urlopen(server.base + "/api/live", timeout=30) as stream:
+                stream.readline()  # the first event: the stream is open
+                opened.set()
+                with contextlib.suppress(OSError, http.client.HTTPException):
+                    stream.read()  # until the server closes it
+
+        thread = threading.Thread(target=listen, daemon=True)
+        thread.start()
+        assert opened.wait(10)
+        server.process.send_signal(signal.SIGINT)
+        assert server.process.wait(timeout=15) == 0
+    assert server.process.stderr is not None
+    assert server.process.stderr.read() == ""

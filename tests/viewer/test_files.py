@@ -40,6 +40,8 @@ def test_a_file_inside_the_run_is_read_whole(root: Path) -> None:
         ("run", ""),
         ("run", "attachments/w1"),
         ("run", "attachments/w1/missing.png"),
+        ("run", "attachments/nowhere/missing.png"),
+        ("gone", "attachments/w1/img.png"),
     ],
 )
 def test_paths_that_leave_the_run_or_name_no_file_are_refused(

@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 
 from runstore import WriterOptions, open_run
-from runstore.viewer.live import LiveHub
+from runstore.viewer.live import RESYNC, LiveHub
 
 
 def _job(root: Path, run_id: str, steps: int) -> None:
@@ -70,5 +70,5 @@ def test_pages_get_their_run_a_summary_and_a_slow_page_a_resync(tmp_path: Path) 
     assert {r["stream"] for r in summary} == {"status", "progress"}
     assert {r["run"] for r in summary} == {"job", "other"}
     assert any(r["run"] == "job" and r.get("status") == "completed" for r in summary)
-    assert b'"resync"' in waiting and len(waiting) <= 4
+    assert RESYNC in waiting and len(waiting) <= 4
     assert {r["run"] for r in others} == {"other"}

@@ -70,8 +70,14 @@ export class MetricChart {
     try {
       const results = await Promise.all(this.series.map((s) => s.load(null, null, this.buckets())));
       results.forEach((result, i) => {
-        this.overview[i] = { x: result.x, y: result.y };
-        this.totals[i] = result.total;
+        // Live points that arrived while the history was on its way, and are newer
+        // than it, stay: the history was read before they were written.
+        const last = result.x.length ? result.x[result.x.length - 1] : -Infinity;
+        const live = this.overview[i];
+        const x = result.x.slice(), y = result.y.slice();
+        for (let j = 0; j < live.x.length; j++) if (live.x[j] > last) { x.push(live.x[j]); y.push(live.y[j]); }
+        this.overview[i] = { x, y };
+        this.totals[i] = result.total + (x.length - result.x.length);
       });
       this.detail = null;
       this.draw(true);
@@ -105,7 +111,7 @@ export class MetricChart {
       axes: [{ label: X_LABELS[this.xAxis], size: 40 }, { size: 60, values: (u, ticks) => ticks.map(fmtValue) }],
       series: [
         { label: X_LABELS[this.xAxis], value: (u, v) => (v === null ? "" : this.xAxis === "ts" ? new Date(v * 1000).toISOString().replace("T", " ").slice(0, 23) : fmtValue(v)) },
-        ...this.series.map((s) => ({ label: s.label, stroke: s.color, width: 1.5, spanGaps: true, value: (u, v) => fmtValue(v), points: { show: false } })),
+        ...this.series.map((s) => ({ label: s.label, stroke: s.color, width: 1.5, spanGaps: true, value: (u, v) => fmtValue(v) })),
       ],
       cursor: { drag: { x: true, y: false }, sync: { key: null } },
       hooks: { setScale: [(u, key) => { if (key === "x" && !this.programmatic) this.zoomed(u.scales.x.min, u.scales.x.max); }] },

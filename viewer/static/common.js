@@ -118,6 +118,8 @@ export function follow(dir, onRecords, onResync) {
   const state = document.getElementById("live-state");
   const url = dir ? `/api/live?dir=${encodeURIComponent(dir)}` : "/api/live";
   let source = null;
+  let opened;
+  const ready = new Promise((resolve) => { opened = resolve; });
   const show = (text, off) => {
     if (!state) return;
     state.hidden = false;
@@ -126,7 +128,7 @@ export function follow(dir, onRecords, onResync) {
   };
   const open = () => {
     source = new EventSource(url);
-    source.addEventListener("ready", () => show("live", false));
+    source.addEventListener("ready", () => { show("live", false); opened(); });
     source.addEventListener("records", (event) => onRecords(JSON.parse(event.data)));
     source.addEventListener("resync", () => onResync && onResync());
     source.onerror = () => show("reconnecting", true);
@@ -142,7 +144,8 @@ export function follow(dir, onRecords, onResync) {
     }
   });
   if (!document.hidden) open();
-  return { close: () => { if (source) source.close(); source = null; } };
+  // `ready` resolves once the stream is open: history read after it misses nothing.
+  return { ready, close: () => { if (source) source.close(); source = null; } };
 }
 
 export const PALETTE = ["#2f6fdb", "#e4572e", "#1f8a4c", "#9c4dcc", "#d69e2e", "#17a2b8", "#c2185b", "#5d6d7e", "#8bc34a", "#795548"];

@@ -152,6 +152,12 @@ async function loadDetail() {
     return;
   }
   startedAt = Date.parse(detail.run.started_at) / 1000;
+  if (!source && detail.run.status === "running") {
+    // Follow first, then read the history (the charts'): a record written in between
+    // arrives live, and a chart drops a point its history already has.
+    startLive(detail.run.dir);
+    await Promise.race([source.ready, new Promise((resolve) => setTimeout(resolve, 3000))]);
+  }
   renderHead(detail);
   renderSteps(detail);
   renderMetrics(detail);
@@ -161,7 +167,6 @@ async function loadDetail() {
   kvTable($("env"), detail.run.env);
   kvTable($("checkpoint"), detail.run.checkpoint);
   document.body.dataset.loaded = String(Number(document.body.dataset.loaded || 0) + 1);
-  if (!source && detail.run.status === "running") startLive(detail.run.dir);
 }
 
 function levels() {
@@ -189,6 +194,7 @@ async function loadMessages() {
       })
       : { total: 0, offset: 0, messages: [] };
     messages.total = page.total;
+    messages.shown = new Set(page.messages.map((m) => `${m.writer}:${m.seq}`));
     $("messages").replaceChildren(...page.messages.map((m) => messageItem(m)));
     if (!page.messages.length) $("messages").append(el("li", { class: "muted", text: "no messages" }));
     pager("msg", messages, page.messages.length);
@@ -210,6 +216,7 @@ async function loadEvents() {
   try {
     const page = await api(`/api/runs/${encodeURIComponent(runId)}/events`, { offset: events.offset, limit: events.limit });
     events.total = page.total;
+    events.shown = new Set(page.events.map((e) => `${e.writer}:${e.seq}`));
     $("events").replaceChildren(...page.events.map(eventRow));
     if (!page.events.length) $("events").append(el("tr", {}, el("td", { colspan: 6, class: "muted", text: "no events" })));
     pager("ev", events, page.events.length);
@@ -267,6 +274,9 @@ function liveEvent(record) {
   if (record.event === "message" || dev) {
     if (dev && !$("dev-events").checked) return;
     if (!levels().includes(record.level) && !dev) return;
+    const key = `${record.writer}:${record.seq}`;
+    if (messages.shown?.has(key)) return; // the page read it already
+    messages.shown?.add(key);
     messages.total = (messages.total || 0) + 1;
     if (messages.offset !== 0) return;
     $("messages").querySelector("li.muted")?.remove();
@@ -277,6 +287,9 @@ function liveEvent(record) {
     while ($("messages").childElementCount > messages.limit) $("messages").lastChild.remove();
     $("message-count").textContent = `(${messages.total})`;
   } else {
+    const key = `${record.writer}:${record.seq}`;
+    if (events.shown?.has(key)) return;
+    events.shown?.add(key);
     events.total = (events.total || 0) + 1;
     if (events.offset !== 0) return;
     $("events").querySelector("td.muted")?.parentElement.remove();
@@ -304,7 +317,5 @@ $("msg-older").addEventListener("click", () => { messages.offset += messages.lim
 $("ev-newer").addEventListener("click", () => { events.offset = Math.max(0, events.offset - events.limit); loadEvents(); });
 $("ev-older").addEventListener("click", () => { events.offset += events.limit; loadEvents(); });
 
-// Live records are followed from the detail on (a running run's); charts read their
-// history later, when they scroll into view, and drop a live point they already have.
 await loadDetail();
 await Promise.all([loadMessages(), loadEvents()]);
