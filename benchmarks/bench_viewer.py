@@ -234,6 +234,10 @@ def _start_job(root: Path, run_id: str, seconds: float, pause: float) -> subproc
     return job
 
 
+def _drawn(tab: Any) -> int:
+    return int(tab.locator(".chart[data-key=loss]").get_attribute("data-points") or 0)
+
+
 def bench_live(data: Path, pages: int, browser: Any) -> None:
     with tempfile.TemporaryDirectory(dir=data) as scratch:
         root = Path(scratch)
@@ -258,18 +262,27 @@ def bench_live(data: Path, pages: int, browser: Any) -> None:
         for count in (0, 1, pages):
             run_id = f"cpu-{count}"
             with serving(root) as (base_url, pid):
-                job = _start_job(root, run_id, 16, 0.05)
+                # Long enough for every page to open; ended (SIGTERM) after the window.
+                job = _start_job(root, run_id, 300, 0.05)
                 contexts = [browser.new_context() for _ in range(count)]
+                tabs = []
                 for context in contexts:
                     tab = context.new_page()
                     tab.goto(f"{base_url}/runs/{run_id}")
                     tab.locator(".chart[data-key=loss][data-drawn='1']").wait_for(timeout=60_000)
+                    tabs.append(tab)
                 time.sleep(1)
+                points = [_drawn(tab) for tab in tabs]
                 before, start = cpu_seconds(pid), time.perf_counter()
                 time.sleep(10)
                 figures[count] = (cpu_seconds(pid) - before) / (time.perf_counter() - start)
+                # Every page really followed: its chart grew during the window.
+                grew = sum(_drawn(tab) > was for tab, was in zip(tabs, points, strict=True))
+                if grew != count:
+                    raise SystemExit(f"only {grew} of {count} pages received live points")
                 for context in contexts:
                     context.close()
+                job.terminate()
                 job.wait()
         line("no page open (baseline)", figures[0] * 100, "% of a core")
         line("one page following", figures[1] * 100, "% of a core")
