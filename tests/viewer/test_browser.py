@@ -207,6 +207,9 @@ def test_live_records_arrive_in_place_and_the_end_shows_without_reload(
             runs_page.locator("#runs-body tr[data-run=live] [data-status=running]").wait_for(
                 timeout=15_000
             )
+            bar = runs_page.locator("#runs-body tr[data-run=live] [role=progressbar]")
+            _until(lambda: float(bar.get_attribute("aria-valuenow") or 0) > 10, "live progress")
+            runs_tab.shot("runs-live")
             page = tab.open(server.base + "/runs/live")
             page.evaluate("window.__sameDocument = true")
             first = _points(page)

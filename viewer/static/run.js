@@ -25,7 +25,16 @@ function renderHead(info) {
     ["host", run.host], ["pid", run.pid], ["records", fmtValue(run.records)],
     ["lost records", fmtValue(run.lost_records)], ["writers", run.writers], ["language", run.language],
   ];
-  $("run-facts").replaceChildren(...facts.flatMap(([name, value]) => [el("dt", { text: name }), el("dd", { text: value ?? "" })]));
+  $("run-facts").replaceChildren(...facts.flatMap(([name, value]) => [el("dt", { text: name }), el("dd", { text: value ?? "", "data-fact": name })]));
+  clearInterval(renderHead.ticking);
+  if (run.status === "running") {
+    // The duration counts up between the server's answers.
+    const since = Date.parse(run.started_at);
+    renderHead.ticking = setInterval(() => {
+      const cell = document.querySelector("[data-fact=duration]");
+      if (cell) cell.textContent = fmtDuration((Date.now() - since) / 1000);
+    }, 1000);
+  }
   const error = $("run-error");
   error.hidden = !run.error;
   error.textContent = run.error ? `Failed: ${run.error}` : "";

@@ -76,7 +76,7 @@ function runRow(run) {
     el("td", { text: run.action ?? "" }),
     el("td", { text: run.job_id ?? "" }),
     el("td", { text: fmtTime(run.started_at) }),
-    el("td", { class: "num", text: fmtDuration(run.duration) }),
+    el("td", { class: "num", text: fmtDuration(run.duration), "data-running-since": run.status === "running" ? run.started_at : null }),
   );
   for (const key of state.metrics) row.append(el("td", { class: "num", text: fmtValue(run.metrics[key]) }));
   return row;
@@ -146,6 +146,13 @@ $("compare").addEventListener("click", () => {
   for (const id of selected) url.append("run", id);
   location.href = `/compare?${url}`;
 });
+
+// A running run's duration counts up between the server's answers.
+setInterval(() => {
+  for (const cell of document.querySelectorAll("[data-running-since]")) {
+    cell.textContent = fmtDuration((Date.now() - Date.parse(cell.dataset.runningSince)) / 1000);
+  }
+}, 1000);
 
 // Live: a progress record moves its bar in place; a status change (a run started,
 // ended) asks the server for the page again, keeping filter, sort, page and selection.
