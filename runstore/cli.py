@@ -330,6 +330,12 @@ def _repl(store: Store, fmt: str, max_rows: int, console: Console) -> None:
     is_flag=True,
     help="Prompt for queries even when stdin is not a terminal.",
 )
+@click.option(
+    "--no-archive",
+    is_flag=True,
+    help="Do not archive finished runs in the background (by default, 20 or more finished "
+    "runs outside ROOT's archive start `runstore compact` in a process of its own).",
+)
 def sql_command(
     root: Path,
     query: str | None,
@@ -338,6 +344,7 @@ def sql_command(
     max_rows: int,
     confined: bool,
     interactive: bool,
+    no_archive: bool,
 ) -> None:
     """Ask SQL questions of every run under ROOT (DuckDB SQL).
 
@@ -349,6 +356,7 @@ def sql_command(
     """
     import warnings
 
+    from .compaction import BACKGROUND_RUNS, compact_in_background
     from .errors import RunstoreWarning
     from .query import COMPACT_HINT_RUNS, Store
 
@@ -359,9 +367,16 @@ def sql_command(
         store = Store(root, confined=confined)
     for problem in store.problems:
         click.echo(f"warning: {problem}", err=True)
-    if store.pending_compaction >= COMPACT_HINT_RUNS:
+    pending = store.pending_compaction
+    if not no_archive and pending >= BACKGROUND_RUNS and compact_in_background(root):
         click.echo(
-            f"hint: {store.pending_compaction} finished runs are read from their own "
+            f"note: archiving {pending} finished runs in the background; the next queries "
+            "over them are faster (--no-archive: do not)",
+            err=True,
+        )
+    elif pending >= COMPACT_HINT_RUNS:
+        click.echo(
+            f"hint: {pending} finished runs are read from their own "
             f"folders; `runstore compact {root}` makes queries over them faster",
             err=True,
         )

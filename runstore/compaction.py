@@ -15,6 +15,8 @@ import fcntl
 import os
 import secrets
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -52,7 +54,7 @@ from .format import METRICS, PROGRESS, STREAMS
 from .reader import RunData, read_run
 from .segments import fsync_dir, remove_temp_files
 
-__all__ = ["CompactReport", "compact"]
+__all__ = ["BACKGROUND_RUNS", "CompactReport", "compact", "compact_in_background"]
 
 _LOCK: Final = "compact.lock"
 #: Metric rows per new part: bounds compaction's memory (about 100 MB of Arrow).
@@ -73,14 +75,21 @@ class CompactReport:
     temp_files_removed: int = 0  # half-written files that killed writers left in runs
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
+    #: Another compaction of the root was under way (`wait=False`): nothing was done.
+    busy: bool = False
 
 
 @contextmanager
-def _locked(directory: Path) -> Iterator[None]:
+def _locked(directory: Path, *, wait: bool = True) -> Iterator[bool]:
+    """Hold the root's compaction lock; yields False if `wait` is off and it is taken."""
     with open(directory / _LOCK, "a") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:
-            yield
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
@@ -193,6 +202,7 @@ def compact(
     root: str | os.PathLike[str],
     *,
     rebuild: bool = False,
+    wait: bool = True,
     batch_rows: int = BATCH_ROWS,
     max_parts: int = MAX_PARTS,
 ) -> CompactReport:
@@ -214,7 +224,10 @@ def compact(
             f"{directory}: cannot create the archive ({exc.strerror}); queries still work "
             "without it, reading every run from its directory"
         ) from None
-    with _locked(directory):
+    with _locked(directory, wait=wait) as locked:
+        if not locked:
+            report.busy = True
+            return report
         catalog = Catalog()
         if not rebuild:
             try:
@@ -290,3 +303,34 @@ def _remove_unlisted(directory: Path, listed: set[str]) -> None:
     for entry in os.scandir(directory):
         if entry.is_dir() and entry.name not in listed:
             shutil.rmtree(entry.path, ignore_errors=True)
+
+
+#: Finished runs outside the archive at which `runstore sql` archives them in the
+#: background.
+BACKGROUND_RUNS: Final = 20
+
+_BACKGROUND_JOB: Final = (
+    "import sys\nfrom runstore.compaction import compact\ncompact(sys.argv[1], wait=False)\n"
+)
+
+
+def compact_in_background(root: str | os.PathLike[str]) -> bool:
+    """Start a compaction of `root` in a process of its own, and return at once.
+
+    The process outlives its caller, leaves if another compaction holds the root's lock,
+    and writes nothing but the archive. False if `root` cannot be written (nothing is
+    started): queries then go on reading runs from their folders.
+    """
+    base = Path(root)
+    target = archive_dir(base) if archive_dir(base).exists() else base
+    if not os.access(target, os.W_OK):
+        return False
+    subprocess.Popen(
+        [sys.executable, "-c", _BACKGROUND_JOB, str(base)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # Ctrl-C of the caller does not cut it short
+        close_fds=True,
+    )
+    return True

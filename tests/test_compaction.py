@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -10,6 +13,7 @@ import pytest
 
 from runstore import RunDirectoryError, Store, attach_run, compact
 from runstore.archive import archive_dir, load_catalog
+from runstore.compaction import BACKGROUND_RUNS
 from runstore.query import VIEWS
 
 from .conftest import SAMPLE_RUNS
@@ -148,3 +152,59 @@ def test_a_query_planned_before_a_compaction_still_answers(root: Path) -> None:
         compact(root, rebuild=True)  # deletes the part the store's views point at
         relation = store.sql("SELECT count(*) FROM metrics")
         assert relation is not None and relation.fetchall() == [(10,)]
+
+
+def _sql(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "runstore",
+            "sql",
+            str(root),
+            "SELECT count(*) AS n FROM runs",
+            "--format",
+            "csv",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_runstore_sql_archives_finished_runs_in_the_background(root: Path) -> None:
+    for index in range(BACKGROUND_RUNS):
+        make_run(root, f"r{index:02d}")
+    first = _sql(root)
+    assert first.returncode == 0 and first.stdout.splitlines() == ["n", str(BACKGROUND_RUNS)]
+    assert f"archiving {BACKGROUND_RUNS} finished runs in the background" in first.stderr
+    deadline = time.monotonic() + 60
+    while (catalog := load_catalog(root)) is None or len(catalog.runs()) < BACKGROUND_RUNS:
+        assert time.monotonic() < deadline, "the background compaction never archived the runs"
+        time.sleep(0.1)
+    again = _sql(root)
+    assert again.stdout == first.stdout and "archiving" not in again.stderr
+
+
+def test_no_archive_and_too_few_runs_start_nothing(root: Path) -> None:
+    for index in range(BACKGROUND_RUNS - 1):
+        make_run(root, f"r{index:02d}")
+    assert "archiving" not in _sql(root).stderr
+    make_run(root, "one-more")
+    assert "archiving" not in _sql(root, "--no-archive").stderr
+    time.sleep(0.5)
+    assert not archive_dir(root).exists()
+
+
+def test_a_compaction_that_would_wait_for_another_leaves_at_once(root: Path) -> None:
+    import fcntl
+
+    make_run(root, "a")
+    archive_dir(root).mkdir(parents=True)
+    with open(archive_dir(root) / "compact.lock", "a") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        report = compact(root, wait=False)
+        assert report.busy and report.added == 0
+    assert compact(root, wait=False).added == 1
