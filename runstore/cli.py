@@ -588,7 +588,7 @@ def _tail_view(follower: Any, path: Path, replay: bool, dev: bool) -> str | None
 @click.option(
     "--port",
     type=click.IntRange(0, 65535),
-    default=8417,
+    default=8417,  # viewer.server.DEFAULT_PORT, written here: the CLI loads no web stack
     show_default=True,
     help="Port to serve on; 0 picks a free one.",
 )

@@ -83,3 +83,22 @@ def pure_python() -> Iterator[None]:
     """Run the test as pure Python (the paths a machine without a C compiler takes)."""
     with implementation("python"):
         yield
+
+
+@contextmanager
+def tmpfs(where: Path, size: str = "16m") -> Iterator[Path]:
+    """A tmpfs of our own mounted at `where` (made), for disk faults; the test is skipped
+    where mounting is not allowed."""
+    where.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)

@@ -359,3 +359,11 @@ def test_ctrl_c_with_a_page_following_stops_quietly(sample_root: Path) -> None:
         assert server.process.wait(timeout=15) == 0
     assert server.process.stderr is not None
     assert server.process.stderr.read() == ""
+
+
+def test_the_documented_default_port_is_the_commands() -> None:
+    from runstore.cli import main
+    from runstore.viewer import DEFAULT_PORT
+
+    port = next(p for p in main.commands["ui"].params if p.name == "port")
+    assert port.default == DEFAULT_PORT == 8417  # README and docs/viewer.md say 8417

@@ -12,7 +12,7 @@ import pytest
 
 from runstore import Store
 from runstore.viewer.archiving import Archiver
-from tests.conftest import SAMPLE_RUNS
+from tests.conftest import SAMPLE_RUNS, tmpfs
 
 from .conftest import serving
 
@@ -47,22 +47,10 @@ def test_no_archive_writes_nothing_into_the_root(tmp_path: Path) -> None:
 
 @pytest.fixture
 def read_only_root(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "disk") as mount:
         shutil.copytree(SAMPLE_RUNS, mount / "runs")
         subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
         yield mount / "runs"
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_a_root_it_cannot_write_is_served_and_said_so_once(
