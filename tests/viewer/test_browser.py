@@ -265,3 +265,40 @@ def test_compare_two_selected_runs(tab: Tab, sample_server: Server) -> None:
     assert "0.13" in page.locator("#stats").inner_text()  # train / loss, last
     assert _points(page) == 200
     tab.shot("compare")
+
+
+_BURST_JOB = """
+import sys, time
+from runstore import WriterOptions, open_run
+with open_run(sys.argv[1], run_id="burst", options=WriterOptions(flush_interval=0.02)) as ctx:
+    ctx.set_metrics({"loss": 1.0}, "train")
+    while not (ctx.run_dir / "go").exists():  # until the page shows the chart
+        time.sleep(0.05)
+    for step in range(30_000):
+        ctx.set_metrics({"loss": 77.0 if step == 12_345 else 1.0 / (2 + step)}, "train")
+        if step % 1000 == 0:
+            time.sleep(0.05)
+    ctx.end_log()
+"""
+
+
+def test_live_points_are_thinned_in_the_page_and_keep_their_spike(tab: Tab, tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    root.mkdir()
+    with serving(root) as server:
+        job = subprocess.Popen([sys.executable, "-c", textwrap.dedent(_BURST_JOB), str(root)])
+        try:
+            _until(lambda: (root / "burst" / "run.json").exists(), "the job")
+            page = tab.open(server.base + "/runs/burst")
+            assert _points(page) >= 1
+            (root / "burst" / "go").touch()
+            page.locator("#run-status [data-status=completed]").wait_for(timeout=30_000)
+            assert job.wait(timeout=30) == 0
+            chart = page.locator(".chart[data-key=loss]")
+            _until(lambda: "30,001" in chart.inner_text(), "every point counted")
+            drawn = _points(page)
+            width = int(page.evaluate("document.querySelector('.chart .chart-body').clientWidth"))
+            assert drawn < 30_001 and drawn <= 8 * width + 4 * width  # thinned
+            assert chart.get_attribute("data-y-max") == "77"  # the spike was kept
+        finally:
+            job.kill()
