@@ -367,3 +367,24 @@ def test_the_documented_default_port_is_the_commands() -> None:
 
     port = next(p for p in main.commands["ui"].params if p.name == "port")
     assert port.default == DEFAULT_PORT == 8417  # README and docs/viewer.md say 8417
+
+
+def test_runs_are_listed_even_when_their_metric_columns_exceed_the_limits(
+    tmp_path: Path,
+) -> None:
+    from runstore import QueryLimits, Store
+    from runstore.viewer.queries import RunsQuery, runs_page
+
+    for name in ("a", "b"):
+        with open_run(tmp_path, run_id=name) as ctx:
+            for step in range(100_000):
+                ctx.set_metrics({"loss": 1 / (1 + step), "acc": step / 100_000}, "train")
+            ctx.end_log()
+    tight = QueryLimits(memory="32MB")  # the runs fit, their latest metrics do not
+    with Store(tmp_path, confined=True, limits=tight) as store:
+        page = runs_page(store, RunsQuery(metrics=("loss", "acc")))
+    assert [run["run_id"] for run in page["runs"]] == ["b", "a"]
+    assert page["notice"].startswith("metric columns left empty")
+    with Store(tmp_path, confined=True) as store:
+        full = runs_page(store, RunsQuery(metrics=("loss",)))
+    assert full["notice"] is None and full["runs"][0]["metrics"]["loss"] == 1 / 100_000

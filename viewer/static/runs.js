@@ -104,8 +104,9 @@ async function refresh() {
     $("prev").disabled = page.offset === 0;
     $("next").disabled = last >= page.total;
     const problems = $("problems");
-    problems.hidden = !page.problems.length;
-    problems.textContent = page.problems.length ? `Left out of the list:\n${page.problems.join("\n")}` : "";
+    const notes = [...(page.notice ? [page.notice] : []), ...(page.problems.length ? [`Left out of the list:\n${page.problems.join("\n")}`] : [])];
+    problems.hidden = !notes.length;
+    problems.textContent = notes.join("\n");
     document.body.dataset.loaded = String(Number(document.body.dataset.loaded || 0) + 1);
   } catch (error) {
     showError($("error"), error);
