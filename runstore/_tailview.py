@@ -6,7 +6,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -14,9 +14,11 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from .format import DEV_EVENTS, EVENTS, METRICS, PROGRESS, event_text
+from .format import DEV_EVENTS, EVENTS, METRICS, PROGRESS, STATUS, event_text
 from .reader import RunData
-from .tail import STATUS, Follower, TailRecord
+
+if TYPE_CHECKING:  # the terminal view loads no watcher until a follower is made
+    from .tail import Follower, TailRecord
 
 __all__ = [
     "LEVEL_STYLES",

@@ -29,6 +29,7 @@ __all__ = [
     "RUN_MANIFEST",
     "SCHEMAS",
     "SPECIAL",
+    "STATUS",
     "STREAMS",
     "STREAMS_DIR",
     "WRITERS_DIR",
@@ -58,6 +59,9 @@ EVENTS: Final = "events"
 PROGRESS: Final = "progress"
 METRICS: Final = "metrics"
 STREAMS: Final = (EVENTS, PROGRESS, METRICS)
+#: Not a stream on disk: the tailer's records of a run's status (`running` seen, then
+#: how it ended).
+STATUS: Final = "status"
 
 #: Events for developers, not end users: `log_dev_event` (text in data "message") and
 #: the synapse-sdk logger's `debug()` (event "debug", text in data "content").

@@ -12,6 +12,7 @@ storage fault) is given up on, and the record is still delivered if it turns up 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
@@ -50,6 +51,7 @@ from .format import (
     PROGRESS,
     RECORD_FIELDS,
     RUN_MANIFEST,
+    STATUS,
     STREAMS,
     STREAMS_DIR,
     is_run_dir,
@@ -76,8 +78,6 @@ GAP_SECONDS: Final = 1.0
 CHECK_SECONDS: Final = 0.5
 #: Seconds between full rescans of every followed run, whatever the events said.
 RESCAN_SECONDS: Final = 5.0
-#: The pseudo-stream of a run's status changes (`running` seen, then how it ended).
-STATUS: Final = "status"
 #: Filesystems on which inotify does not see writes made by other hosts.
 _NETWORK_FILESYSTEMS: Final = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "fuse.sshfs")
 
@@ -90,11 +90,15 @@ class _BenignStopRace(logging.Filter):
         return "called when the thread is inactive" not in record.getMessage()
 
 
-logging.getLogger("watchdog.observers.inotify").addFilter(_BenignStopRace())
-# watchdog warns when a directory created under a recursive watch is added twice (once
-# by its own creation event, once by the scan of its parent); the watch is replaced,
-# nothing is missed.
-warnings.filterwarnings("ignore", "Callback with id", RuntimeWarning, "watchdog")
+@functools.cache
+def _quiet_watchdog() -> None:
+    """Keep watchdog's two harmless notices off the user's screen; done when a follower
+    first starts (a program that imports runstore.tail and never follows is untouched)."""
+    logging.getLogger("watchdog.observers.inotify").addFilter(_BenignStopRace())
+    # watchdog warns when a directory created under a recursive watch is added twice
+    # (once by its own creation event, once by the scan of its parent); the watch is
+    # replaced, nothing is missed.
+    warnings.filterwarnings("ignore", "Callback with id", RuntimeWarning, "watchdog")
 
 
 @dataclass(frozen=True)
@@ -346,6 +350,7 @@ class Follower:
     # -- the loop -----------------------------------------------------------------------
 
     def _start(self) -> None:
+        _quiet_watchdog()
         observer: BaseObserver = (
             PollingObserver(timeout=self.interval) if self.polling else Observer()
         )

@@ -44,3 +44,18 @@ def test_every_public_name_is_there_lazy_or_not() -> None:
     assert callable(runstore.compact) and runstore.compact.__module__ == "runstore.compaction"
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         runstore.nothing  # noqa: B018
+
+
+def test_the_command_line_loads_an_engine_only_for_the_command_that_needs_it() -> None:
+    done = run_python(
+        """
+        import sys
+        import runstore.cli
+        from click.testing import CliRunner
+        assert CliRunner().invoke(runstore.cli.main, ["--help"]).exit_code == 0
+        print(",".join(sorted(m for m in sys.modules if m.split(".")[0] in
+              ("duckdb", "watchdog", "starlette", "uvicorn", "jinja2", "sse_starlette"))))
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "", f"loaded by `runstore --help`: {done.stdout.strip()}"
