@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import click
 import orjson
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from .query import Store
 
 __all__ = ["main"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def _console() -> Console:
@@ -70,6 +73,11 @@ class _Group(click.Group):
             sys.exit(1)
 
 
+def _json_option(text: str = "Print JSON for scripts.") -> Callable[[_F], _F]:
+    """`--json`, the same flag on every command that can print for scripts."""
+    return click.option("--json", "as_json", is_flag=True, help=text)
+
+
 @click.group(cls=_Group)
 @click.version_option(__version__, prog_name="runstore")
 def main() -> None:
@@ -81,7 +89,7 @@ def main() -> None:
 
 @main.command("ls")
 @click.argument("root", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@_json_option()
 def ls_command(root: Path, as_json: bool) -> None:
     """List the runs under ROOT, oldest first.
 
@@ -129,7 +137,7 @@ def _show_json(run: RunData, dev: bool) -> dict[str, Any]:
 
 @main.command("show")
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@_json_option()
 @click.option("--dev", is_flag=True, help="Include developer events (log_dev_event).")
 @click.option(
     "--messages",
@@ -406,7 +414,7 @@ def sql_command(
 @main.command("compact")
 @click.argument("root", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--rebuild", is_flag=True, help="Start a new archive from the run folders alone.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@_json_option()
 def compact_command(root: Path, rebuild: bool, as_json: bool) -> None:
     """Merge the finished runs under ROOT into the archive that makes queries fast.
 
@@ -500,7 +508,7 @@ def _wanted(only: set[str], dev: bool) -> Any:
 
 @main.command("tail")
 @click.argument("path", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="One JSON record per line, for scripts.")
+@_json_option("One JSON record per line, for scripts.")
 @click.option("--from-start", is_flag=True, help="Begin with every record already written.")
 @click.option("--since", help="Begin with records of the last 30s, 10m, 2h, 1d (or an ISO time).")
 @click.option(
