@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 from pathlib import Path
 
@@ -53,7 +52,17 @@ def test_format_doc_names_every_column() -> None:
     for fields in RECORD_FIELDS.values():
         for name in fields:
             assert f"`{name}`" in text, name
-    assert os.path.exists(DOCS / "CHANGELOG.md")
+
+
+def test_the_changelog_has_an_unreleased_section_of_user_visible_changes() -> None:
+    text = (DOCS / "CHANGELOG.md").read_text()
+    unreleased = text.split("## [Unreleased]", 1)[1].split("\n## ", 1)[0]
+    headings = [line for line in unreleased.splitlines() if line.startswith("### ")]
+    assert headings and all(
+        h.split()[1] in ("Added", "Changed", "Deprecated", "Removed", "Fixed", "Security")
+        for h in headings
+    ), headings  # Keep a Changelog's kinds of change
+    assert unreleased.count("\n- ") >= len(headings)
 
 
 def test_format_doc_example_line_is_a_line_the_reader_takes() -> None:
