@@ -274,6 +274,7 @@ def create_app(options: ViewerOptions) -> Starlette:
         if archiver is not None:
             report = archiver.last
             archive.update(
+                running=archiver.running,
                 compactions=archiver.compactions,
                 failure=archiver.failure,
                 runs=report.archived if report is not None else None,

@@ -38,6 +38,8 @@ class Archiver:
         self.last: CompactReport | None = None
         self.failure: str | None = None
         self.compactions = 0
+        #: A compaction is under way now.
+        self.running = False
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="runstore-ui-archive", daemon=True)
@@ -62,6 +64,7 @@ class Archiver:
                 return
 
     def _compact(self) -> bool:
+        self.running = True
         try:
             self.last = compact(self.root)
         except (RunstoreError, OSError) as exc:
@@ -77,6 +80,8 @@ class Archiver:
                 )
             self.failure = str(exc)
             return not cannot
+        finally:
+            self.running = False
         self.compactions += 1
         self.failure = None
         return True

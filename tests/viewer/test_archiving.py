@@ -69,3 +69,22 @@ def test_a_root_it_cannot_write_is_served_and_said_so_once(
     assert "not trying again" in said
     with serving(read_only_root) as server:
         assert server.get("/api/runs").json()["total"] == 4
+
+
+def test_the_status_says_while_archiving_runs(tmp_path: Path) -> None:
+    from runstore import open_run
+
+    root = tmp_path / "runs"
+    for index in range(30):
+        with open_run(root, run_id=f"r{index:02d}", env={}) as ctx:
+            for step in range(2000):
+                ctx.set_metrics({"loss": 1 / (1 + step)}, "train")
+            ctx.end_log()
+    seen: list[bool] = []
+    with serving(root) as server:
+        while not seen or seen[-1]:
+            seen.append(server.get("/api/status").json()["archive"]["running"])
+            assert len(seen) < 2000, "the archiving never ended"
+            time.sleep(0.005)
+        assert server.get("/api/status").json()["archive"]["compactions"] == 1
+    assert seen[0] is True, seen  # the server began by archiving, and said so
