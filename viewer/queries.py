@@ -99,6 +99,11 @@ def _problems_by_dir(store: Store) -> dict[str, list[str]]:
     return found
 
 
+def _check_page(offset: int, limit: int) -> None:
+    if offset < 0 or not 1 <= limit <= MAX_PAGE:
+        raise BadRequest(f"offset must be >= 0 and limit 1 to {MAX_PAGE}, not {offset}, {limit}")
+
+
 # -- the runs list ---------------------------------------------------------------------
 
 
@@ -121,8 +126,7 @@ class RunsQuery:
             raise BadRequest(
                 f"sort {self.sort!r} is not one of {', '.join(RUN_SORTS)}, or metric:KEY"
             )
-        if self.offset < 0 or not 1 <= self.limit <= MAX_PAGE:
-            raise BadRequest(f"offset must be >= 0 and limit 1 to {MAX_PAGE}")
+        _check_page(self.offset, self.limit)
         if len(self.metrics) > MAX_COLUMNS:
             raise BadRequest(f"at most {MAX_COLUMNS} metric columns")
 
@@ -327,8 +331,7 @@ def messages_page(
     unknown = [level for level in levels if level not in LEVELS]
     if unknown:
         raise BadRequest(f"level {unknown[0]!r} is not one of {', '.join(LEVELS)}")
-    if offset < 0 or not 1 <= limit <= MAX_PAGE:
-        raise BadRequest(f"offset must be >= 0 and limit 1 to {MAX_PAGE}")
+    _check_page(offset, limit)
     params: dict[str, Any] = {"run": run_id}
     chosen = ""
     if levels and messages:
@@ -364,8 +367,7 @@ def messages_page(
 
 def events_page(store: Store, run_id: str, *, offset: int = 0, limit: int = 100) -> dict[str, Any]:
     """A page of a run's events other than messages and dev events, newest first."""
-    if offset < 0 or not 1 <= limit <= MAX_PAGE:
-        raise BadRequest(f"offset must be >= 0 and limit 1 to {MAX_PAGE}")
+    _check_page(offset, limit)
     condition = f"run_id = $run AND event NOT IN ({_OTHER_EVENTS})"
     total = _rows(store, f"SELECT count(*) AS n FROM events WHERE {condition}", {"run": run_id})
     rows = _rows(
