@@ -162,8 +162,8 @@ def create_app(options: ViewerOptions) -> Starlette:
     templates = Jinja2Templates(directory=str(_HERE / "templates"))
     templates.env.globals.update(version=__version__, root=str(root))
 
-    async def on_store(work: Callable[[Store], _T]) -> _T:
-        return await pool.run(work)
+    async def on_store(work: Callable[[Store], _T], *, fresh: bool = False) -> _T:
+        return await pool.run(work, fresh=fresh)
 
     def page(name: str, request: Request, status: int = 200, **context: Any) -> HTMLResponse:
         return templates.TemplateResponse(
@@ -213,7 +213,7 @@ def create_app(options: ViewerOptions) -> Starlette:
 
     async def api_run(request: Request) -> Response:
         run_id = request.path_params["run_id"]
-        return _JSON(await on_store(lambda store: queries.run_detail(store, run_id)))
+        return _JSON(await on_store(lambda store: queries.run_detail(store, run_id), fresh=True))
 
     async def api_messages(request: Request) -> Response:
         run_id = request.path_params["run_id"]
@@ -231,7 +231,8 @@ def create_app(options: ViewerOptions) -> Starlette:
                     dev=dev,
                     offset=offset,
                     limit=limit,
-                )
+                ),
+                fresh=True,
             )
         )
 
@@ -240,7 +241,8 @@ def create_app(options: ViewerOptions) -> Starlette:
         offset, limit = _int(request, "offset", 0), _int(request, "limit", 100)
         return _JSON(
             await on_store(
-                lambda store: queries.events_page(store, run_id, offset=offset, limit=limit)
+                lambda store: queries.events_page(store, run_id, offset=offset, limit=limit),
+                fresh=True,
             )
         )
 
@@ -258,7 +260,7 @@ def create_app(options: ViewerOptions) -> Starlette:
             hi=_float(request, "hi"),
             buckets=_int(request, "buckets", 1000),
         )
-        return _JSON(await on_store(lambda store: series(store, ask)))
+        return _JSON(await on_store(lambda store: series(store, ask), fresh=True))
 
     async def api_compare(request: Request) -> Response:
         ids = [run for run in request.query_params.getlist("run") if run]

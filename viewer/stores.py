@@ -18,9 +18,9 @@ from runstore.confinement import QueryLimits
 from runstore.query import Store
 
 _T = TypeVar("_T")
-#: Seconds a store's look at the root serves further requests. Pages fetch again at
-#: least twice this long after a live record says something changed, so what they
-#: fetch is never older than what they were told.
+#: Seconds a store's look at the root serves further requests (the runs list; a run's
+#: history is always read `fresh`). Pages fetch again at least twice this long after a
+#: live record says something changed, so what they fetch is never older than that.
 FRESH_FOR: Final = 0.25
 
 
@@ -54,15 +54,17 @@ class StorePool:
                 self._stores.append(store)
         return store
 
-    async def run(self, work: Callable[[Store], _T]) -> _T:
+    async def run(self, work: Callable[[Store], _T], *, fresh: bool = False) -> _T:
         """`work(store)` on a pool thread, awaited without blocking the event loop. The
-        queries of one `work` see one state of the root (`Store.snapshot`)."""
-        future = self._executor.submit(self._run, work)
+        queries of one `work` see one state of the root (`Store.snapshot`); `fresh`: a
+        state looked at now, never one a moment old (a page that follows a run reads
+        its history after it subscribed, and must not miss what came in between)."""
+        future = self._executor.submit(self._run, work, 0.0 if fresh else FRESH_FOR)
         return await asyncio.wrap_future(future)
 
-    def _run(self, work: Callable[[Store], _T]) -> _T:
+    def _run(self, work: Callable[[Store], _T], max_age: float) -> _T:
         store = self._store()
-        with store.snapshot(max_age=FRESH_FOR):
+        with store.snapshot(max_age=max_age):
             result = work(store)
         if store.pending_compaction and self.on_pending is not None:
             self.on_pending()

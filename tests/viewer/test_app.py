@@ -388,3 +388,10 @@ def test_runs_are_listed_even_when_their_metric_columns_exceed_the_limits(
     with Store(tmp_path, confined=True) as store:
         full = runs_page(store, RunsQuery(metrics=("loss",)))
     assert full["notice"] is None and full["runs"][0]["metrics"]["loss"] == 1 / 100_000
+
+
+def test_a_hostile_run_id_is_text_in_the_page(sample_server: Server) -> None:
+    hostile = '"><img src=x onerror=alert(1)><b>bold'  # a run id may hold all of it
+    page = sample_server.get("/runs/" + _q(hostile)).body.decode()
+    assert "<img src=x" not in page and "<b>bold" not in page
+    assert "&lt;img src=x onerror=alert(1)&gt;&lt;b&gt;bold" in page
