@@ -113,13 +113,20 @@ class LiveHub:
         with self._lock:
             records, self._pending = self._pending, []
             self._scheduled = False
+        # Only what some page follows is encoded: a busy root with the runs page open
+        # costs its status and progress records, not every metric.
+        wanted = {subscription.run for subscription in self._subscribers}
         by_run: dict[str, list[dict[str, Any]]] = {}
         # The runs page: every status change, and only the newest progress of a run.
         summary: dict[tuple[str, str, int], dict[str, Any]] = {}
         for index, record in enumerate(records):
+            for_summary = None in wanted and record.stream in _SUMMARY_STREAMS
+            if record.run not in wanted and not for_summary:
+                continue
             encoded = _record_json(record)
-            by_run.setdefault(record.run, []).append(encoded)
-            if record.stream in _SUMMARY_STREAMS:
+            if record.run in wanted:
+                by_run.setdefault(record.run, []).append(encoded)
+            if for_summary:
                 place = 0 if record.stream == "progress" else index
                 summary[(record.run, record.stream, place)] = encoded
         messages: dict[str | None, bytes] = {
