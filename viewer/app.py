@@ -31,7 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runstore._version import __version__
 from runstore.confinement import QueryLimits
-from runstore.errors import QueryError
+from runstore.errors import QueryError, RunstoreError
 from runstore.query import Store
 
 from . import queries
@@ -344,6 +344,14 @@ def create_app(options: ViewerOptions) -> Starlette:
     async def bad_request(request: Request, exc: Exception) -> Response:
         return _error(400, str(exc))
 
+    async def cannot_read(request: Request, exc: Exception) -> Response:
+        # The root itself went wrong (deleted, unreadable): say so, whatever the page.
+        if wants_json(request):
+            return _error(503, str(exc))
+        return page(
+            "error.html", request, title="Cannot read the runs", message=str(exc), status=503
+        )
+
     async def not_found(request: Request, exc: Exception) -> Response:
         message = str(exc.args[0]) if exc.args else "not found"
         if wants_json(request):
@@ -401,6 +409,7 @@ def create_app(options: ViewerOptions) -> Starlette:
             QueryError: bad_request,
             FileRefused: not_found,
             LookupError: not_found,
+            RunstoreError: cannot_read,
             HTTPException: http_error,
         },
         lifespan=lifespan,

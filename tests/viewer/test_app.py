@@ -395,3 +395,17 @@ def test_a_hostile_run_id_is_text_in_the_page(sample_server: Server) -> None:
     page = sample_server.get("/runs/" + _q(hostile)).body.decode()
     assert "<img src=x" not in page and "<b>bold" not in page
     assert "&lt;img src=x onerror=alert(1)&gt;&lt;b&gt;bold" in page
+
+
+def test_a_root_that_vanishes_is_said_not_a_500(tmp_path: Path) -> None:
+    import shutil
+
+    from tests.conftest import SAMPLE_RUNS
+
+    root = tmp_path / "runs"
+    shutil.copytree(SAMPLE_RUNS, root)
+    with serving(root, "--no-archive") as server:
+        shutil.rmtree(root)
+        answer = server.get("/api/runs")
+        assert answer.status == 503 and "no such folder of runs" in answer.json()["error"]
+        assert server.get("/").status == 200  # the page itself, then its message
