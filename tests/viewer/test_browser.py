@@ -219,6 +219,8 @@ def test_live_records_arrive_in_place_and_the_end_shows_without_reload(
             assert page.evaluate("window.__sameDocument === true"), "the page was reloaded"
             assert job.wait(timeout=20) == 0
             _until(lambda: _points(page) == 60, "every point of the run")
+            # Following new points is no zoom: the chart never asked for a range.
+            assert page.locator(".chart[data-key=loss]").get_attribute("data-zoom-fetches") == "0"
             assert page.locator("#messages li", has_text="halfway there").count() == 1
             tab.shot("live-ended")
             runs_page.locator("#runs-body tr[data-run=live] [data-status=completed]").wait_for(

@@ -114,7 +114,7 @@ export class MetricChart {
         ...this.series.map((s) => ({ label: s.label, stroke: s.color, width: 1.5, spanGaps: true, value: (u, v) => fmtValue(v) })),
       ],
       cursor: { drag: { x: true, y: false }, sync: { key: null } },
-      hooks: { setScale: [(u, key) => { if (key === "x" && !this.programmatic) this.zoomed(u.scales.x.min, u.scales.x.max); }] },
+      hooks: { setScale: [(u, key) => { if (key === "x" && !this.programmatic) this.scaled(u); }] },
     };
   }
 
@@ -152,22 +152,24 @@ export class MetricChart {
       `${drawn.toLocaleString("en-US")} of ${total.toLocaleString("en-US")} points (min/max kept)`;
   }
 
-  extent() {
-    let lo = Infinity, hi = -Infinity;
-    for (const part of this.overview) {
-      if (part.x.length) { lo = Math.min(lo, part.x[0]); hi = Math.max(hi, part.x[part.x.length - 1]); }
+  // The x scale changed. uPlot may report it after later live points were added, so
+  // it is compared with the data the plot holds: all of it shown is no zoom (a reset,
+  // or new points followed), less is the user's zoom.
+  scaled(u) {
+    const xs = u.data[0];
+    if (!xs || !xs.length) return;
+    const lo = u.scales.x.min, hi = u.scales.x.max;
+    if (lo <= xs[0] && hi >= xs[xs.length - 1]) {
+      clearTimeout(this.zoomTimer);
+      if (this.detail) { this.detail = null; this.draw(false); }
+      return;
     }
-    return [lo, hi];
+    this.zoomed(lo, hi);
   }
 
   zoomed(lo, hi) {
     clearTimeout(this.zoomTimer);
     this.zoomTimer = setTimeout(async () => {
-      const [first, last] = this.extent();
-      if (lo <= first && hi >= last) {
-        if (this.detail) { this.detail = null; this.draw(false); }
-        return;
-      }
       const ticket = (this.zoomTicket = (this.zoomTicket || 0) + 1);
       try {
         this.zoomFetches += 1;
