@@ -15,7 +15,7 @@ Measured, medians, each beside a baseline from the same run:
   page and against none.
 
     .venv/bin/python benchmarks/bench_viewer.py [--runs 1000,10000] [--repeats 7]
-        [--data DIR] [--pages 20] [--skip-runs] [--skip-live]
+        [--data DIR] [--pages 20] [--points 1000000] [--skip-runs] [--skip-live]
 
 Targets (issue 15): runs answer < 200 ms and page usable < 1 s at 1,000 and 10,000 runs;
 1M-point series < 150 ms at the server and drawn < 100 ms; live p50 < 300 ms, p99 < 1 s;
@@ -149,20 +149,20 @@ def bench_runs(data: Path, sizes: list[int], repeats: int, browser: Any) -> None
         line("runs page in Chromium, navigation to rows", page)
 
 
-def _million(root: Path) -> None:
+def _series_run(root: Path, points: int) -> None:
     if (root / "million" / "run.json").exists():
         return
     with open_run(root, run_id="million", plugin="bench") as ctx:
-        for step in range(1_000_000):
+        for step in range(points):
             ctx.set_metrics({"loss": 1.0 / (1 + step / 1000) + (step % 997 == 0)}, "train")
         ctx.end_log()
 
 
-def bench_series(data: Path, repeats: int, browser: Any) -> None:
-    root = data / "million"
+def bench_series(data: Path, repeats: int, browser: Any, points: int) -> None:
+    root = data / f"series-{points}"
     root.mkdir(parents=True, exist_ok=True)
-    _million(root)
-    print("\none series of 1,000,000 points:")
+    _series_run(root, points)
+    print(f"\none series of {points:,} points:")
     with Store(root, confined=True) as store:
         whole = median_ms(
             lambda: store.query(
@@ -300,6 +300,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--data", type=Path, help="keep generated roots here and reuse them")
     parser.add_argument("--pages", type=int, default=20)
+    parser.add_argument("--points", type=int, default=1_000_000, help="of the one series")
     parser.add_argument("--skip-runs", action="store_true")
     parser.add_argument("--skip-live", action="store_true")
     args = parser.parse_args()
@@ -312,7 +313,7 @@ def main() -> None:
         print(f"runstore ui, {os.cpu_count()} cores; medians of {args.repeats}")
         if not args.skip_runs:
             bench_runs(data, [int(n) for n in args.runs.split(",") if n], args.repeats, browser)
-        bench_series(data, args.repeats, browser)
+        bench_series(data, args.repeats, browser, args.points)
         if not args.skip_live:
             bench_live(data, args.pages, browser)
         browser.close()
