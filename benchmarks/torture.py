@@ -31,6 +31,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -223,41 +225,56 @@ class DiskFull:
     status: str
 
 
-def disk_full_once(
-    scratch: Path, seed: int, *, size_mb: int = 16, calls: int = 300_000
-) -> DiskFull:
-    """A job on a `size_mb` tmpfs that fills up at a random call (and gets some room
-    back at a later one, or not): every record must be read back or counted lost."""
-    disk = scratch / f"disk{seed}"
-    disk.mkdir()
+class CannotMount(RuntimeError):
+    """A tmpfs cannot be mounted here (it needs root)."""
+
+
+@contextmanager
+def tmpfs(where: Path, size_mb: int = 16) -> Iterator[Path]:
+    """A `size_mb` tmpfs of our own mounted at `where` (made), unmounted after."""
+    where.mkdir()
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(disk)],
+        ["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(where)],
         capture_output=True,
         text=True,
         check=False,
     )
     if mounted.returncode:
-        raise SystemExit(f"--disk-full needs to mount a tmpfs (root): {mounted.stderr.strip()}")
+        raise CannotMount(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
     try:
-        root = disk / "runs"
-        root.mkdir()
-        rng = random.Random(seed)
-        fill_at = rng.randrange(calls)
-        free_at = rng.choice([None, rng.randrange(fill_at, calls)])
-        logged, _ = run_disk_job(
-            root, disk / "ballast", calls=calls, fill_at=fill_at, free_at=free_at
-        )
-        (disk / "ballast").unlink(missing_ok=True)
-        read, lost = accounted(root / "full")
-        from runstore import read_run
-
-        status = read_run(root / "full").status
-        result = DiskFull(logged, read, lost, status)
-        if result.read + result.lost != result.logged or status != "completed":
-            raise TortureError(f"disk full, seed {seed}: {result}")
-        return result
+        yield where
     finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def disk_full_once(
+    scratch: Path, seed: int, *, size_mb: int = 16, calls: int = 300_000
+) -> DiskFull:
+    """A job on a `size_mb` tmpfs that fills up at a random call (and gets some room
+    back at a later one, or not): every record must be read back or counted lost."""
+    try:
+        with tmpfs(scratch / f"disk{seed}", size_mb) as disk:
+            return _fill_and_count(disk, seed, calls)
+    except CannotMount as exc:
+        raise SystemExit(f"--disk-full: {exc}") from None
+
+
+def _fill_and_count(disk: Path, seed: int, calls: int) -> DiskFull:
+    root = disk / "runs"
+    root.mkdir()
+    rng = random.Random(seed)
+    fill_at = rng.randrange(calls)
+    free_at = rng.choice([None, rng.randrange(fill_at, calls)])
+    logged, _ = run_disk_job(root, disk / "ballast", calls=calls, fill_at=fill_at, free_at=free_at)
+    (disk / "ballast").unlink(missing_ok=True)
+    read, lost = accounted(root / "full")
+    from runstore import read_run
+
+    status = read_run(root / "full").status
+    result = DiskFull(logged, read, lost, status)
+    if result.read + result.lost != result.logged or status != "completed":
+        raise TortureError(f"disk full, seed {seed}: {result}")
+    return result
 
 
 def _percentile(values: list[float], fraction: float) -> float:

@@ -86,19 +86,12 @@ def pure_python() -> Iterator[None]:
 
 
 @contextmanager
-def tmpfs(where: Path, size: str = "16m") -> Iterator[Path]:
-    """A tmpfs of our own mounted at `where` (made), for disk faults; the test is skipped
-    where mounting is not allowed."""
-    where.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+def tmpfs(where: Path, size_mb: int = 16) -> Iterator[Path]:
+    """A tmpfs of our own mounted at `where` (made), for disk faults (the torture
+    benchmark's); the test is skipped where mounting is not allowed."""
+    torture = load_benchmark("torture")
     try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
+        with torture.tmpfs(where, size_mb) as mounted:
+            yield mounted
+    except torture.CannotMount as exc:
+        pytest.skip(str(exc))
