@@ -33,6 +33,9 @@ export function m4(xs, ys, buckets) {
 const LIVE_DRAW_MS = 100;
 
 // seq: the writer's record number, which orders a run's calls as the job made them.
+// The y axis as wide as its longest label (0.01625 would be cut at a fixed width).
+const labelWidth = (u, values) => Math.max(48, 16 + 7 * Math.max(0, ...(values || []).map((v) => String(v).length)));
+
 const X_LABELS = { seq: "seq", ts: "time", elapsed: "seconds since start" };
 
 // One chart: `series` is a list of {label, color, load(lo, hi, buckets)} where load
@@ -108,7 +111,7 @@ export class MetricChart {
       width,
       height: 240,
       scales: { x: { time: this.xAxis === "ts" }, y: { distr: this.log ? 3 : 1 } },
-      axes: [{ label: X_LABELS[this.xAxis], size: 40 }, { size: 60, values: (u, ticks) => ticks.map(fmtValue) }],
+      axes: [{ label: X_LABELS[this.xAxis], size: 40 }, { size: labelWidth, values: (u, ticks) => ticks.map(fmtValue) }],
       series: [
         { label: X_LABELS[this.xAxis], value: (u, v) => (v === null ? "" : this.xAxis === "ts" ? new Date(v * 1000).toISOString().replace("T", " ").slice(0, 23) : fmtValue(v)) },
         ...this.series.map((s) => ({ label: s.label, stroke: s.color, width: 1.5, spanGaps: true, value: (u, v) => fmtValue(v) })),
