@@ -13,9 +13,8 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, NamedTuple
 
 import orjson
 import pyarrow as pa
@@ -204,12 +203,12 @@ def writers_table(runs: Iterable[RunInfo]) -> pa.Table:
 # -- run directories ------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RunDir:
+class RunDir(NamedTuple):
     """A run directory and its signature: what changes whenever the run can have
     changed. `run.json` is replaced atomically (new inode) at start and end; every
     writer manifest update renames a file into `writers/` (new directory mtime); a
-    finished run whose signature holds has not changed."""
+    finished run whose signature holds has not changed. A tuple: a root holds
+    thousands and every query looks at them all."""
 
     name: str
     location: str  # the path as a string: a root holds thousands, Paths cost more
@@ -248,7 +247,7 @@ def scan_root(root: Path, problems: list[str] | None = None) -> list[RunDir]:
             writers = 0
         signature = (manifest.st_ino, manifest.st_mtime_ns, manifest.st_size, writers)
         found.append(RunDir(entry.name, entry.path, signature))
-    found.sort(key=lambda run: run.name)
+    found.sort()  # by name: names are unique
     return found
 
 

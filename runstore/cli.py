@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -397,7 +398,9 @@ def sql_command(
         out = open(output, "wb") if output is not None else sys.stdout.buffer  # noqa: SIM115
         try:
             if query is not None:
-                _print_query(store, query, fmt, out, max_rows, console)
+                # One look at the root for the warnings above and the query.
+                with store.snapshot(max_age=math.inf):
+                    _print_query(store, query, fmt, out, max_rows, console)
                 return
             script = sys.stdin.read()
             try:

@@ -132,8 +132,10 @@ class Store:
     `runstore.confinement`). `limits` given to a store that is not confined apply too.
     Not thread-safe: give each thread its own store.
 
-    Raises `RunDirectoryError` if `root` is not a folder. Damaged runs and segments are
-    left out and described in `problems` (and warned of once), never fatal.
+    Raises `RunDirectoryError` if `root` is not a folder. Opening reads nothing else:
+    the first query (or `problems`, `pending_compaction`, `connection`) looks at the
+    root, so opening and asking once look once. Damaged runs and segments are left out
+    and described in `problems` (and warned of once), never fatal.
     """
 
     def __init__(
@@ -153,7 +155,7 @@ class Store:
         self._parser = duckdb.connect() if confined else None
         self._checked: dict[str, str] = {}
         self._deadline = Deadline(self._interrupt_query)
-        self.problems: list[str] = []
+        self._problems: list[str] = []
         self._warned: set[str] = set()
         self._con = duckdb.connect()
         if threads is not None:
@@ -179,10 +181,9 @@ class Store:
         #: that tells one list from the next (the views name every file).
         self._sealed_files: dict[str, list[str]] = {}
         self._sealed_key = 0
-        self.pending_compaction = 0
+        self._pending_compaction = 0
         self._pinned = 0
-        self._looked_at = 0.0
-        self.refresh()
+        self._looked_at: float | None = None  # never looked yet
 
     def _confine(self) -> None:
         # The order matters: allowed_directories cannot change once external access is
@@ -297,7 +298,7 @@ class Store:
             taken.add(run_id)
             live[run_dir.name] = entry_live
         self._live = live
-        self.pending_compaction = sum(1 for run in live.values() if run.final)
+        self._pending_compaction = sum(1 for run in live.values() if run.final)
         parts = [] if catalog is None else [p.name for p in catalog.parts if p.runs]
         self._register_live()
         self._define_views(parts, excluded)
@@ -310,7 +311,7 @@ class Store:
         of one page agree with each other and the root is scanned once, not per query.
         `max_age`: seconds a look may be old and still serve (a server answering many
         requests a second need not scan 10,000 run folders for each)."""
-        if time.monotonic() - self._looked_at > max_age:
+        if self._looked_at is None or time.monotonic() - self._looked_at > max_age:
             self.refresh()
         self._pinned += 1
         try:
@@ -327,7 +328,26 @@ class Store:
     @property
     def connection(self) -> duckdb.DuckDBPyConnection:
         """The DuckDB connection behind the views, as of the last refresh."""
+        self._look_once()
         return self._con
+
+    @property
+    def problems(self) -> list[str]:
+        """What was wrong with the root at the last look: each damaged run, segment
+        or archive left out, with its path."""
+        self._look_once()
+        return self._problems
+
+    @property
+    def pending_compaction(self) -> int:
+        """Finished runs outside the archive at the last look (read from their
+        folders; `compact()` would archive them)."""
+        self._look_once()
+        return self._pending_compaction
+
+    def _look_once(self) -> None:
+        if self._looked_at is None:
+            self.refresh()
 
     def _interrupt_query(self) -> None:
         self._con.interrupt()
@@ -418,7 +438,7 @@ class Store:
         return QueryError(f"SQL error: {message} (views: {', '.join(VIEWS)}; see docs/sql.md)")
 
     def _report(self, problems: list[str]) -> None:
-        self.problems = problems
+        self._problems = problems
         for problem in problems:
             if problem not in self._warned:
                 self._warned.add(problem)

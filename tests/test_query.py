@@ -19,7 +19,7 @@ from runstore import (
     open_run,
     read_run,
 )
-from runstore.archive import store_schema
+from runstore.archive import RunDir, store_schema
 from runstore.query import VIEWS
 
 from .conftest import SAMPLE_RUNS
@@ -179,6 +179,31 @@ def test_a_snapshot_answers_several_queries_from_one_look_at_the_root(root: Path
         assert rows(store, "SELECT count(*) FROM metrics WHERE run_id = 'live'") == [(7,)]
     ctx.end_log()
     ctx.close()
+
+
+def test_opening_a_store_reads_nothing_and_its_first_query_looks_once(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import runstore.query
+
+    looks: list[Path] = []
+    scan = runstore.query.scan_root
+
+    def counting(path: Path, problems: list[str] | None = None) -> list[RunDir]:
+        looks.append(path)
+        return scan(path, problems)
+
+    monkeypatch.setattr(runstore.query, "scan_root", counting)
+    make_run(root, "before")
+    with Store(root) as store:
+        assert looks == []
+        make_run(root, "after-open")  # made after the store opened, before it looked
+        assert rows(store, "SELECT run_id FROM runs ORDER BY 1") == [("after-open",), ("before",)]
+        assert len(looks) == 1
+        assert store.problems == [] and len(looks) == 1  # the look of that query
+    with Store(root) as store:
+        assert store.pending_compaction == 2 and len(looks) == 2  # asking looks first
+        assert "runs" in {row[0] for row in store.connection.sql("SHOW TABLES").fetchall()}
 
 
 def test_a_torn_last_line_is_skipped_silently(root: Path) -> None:
