@@ -40,7 +40,9 @@ import duckdb
 
 from runstore import RunManifest, Store, WriterManifest, compact
 from runstore.format import METRICS, RUN_MANIFEST, STREAMS_DIR, WRITERS_DIR, SegmentName, utc_now
-from runstore.segments import columns_of_records, table_from_columns, write_parquet_atomic
+from runstore.jsonl import columns_of_records
+from runstore.segments import write_parquet_atomic
+from runstore.tables import table_from_columns
 
 STEPS = 1_000
 LATEST = "SELECT run_id, value AS loss FROM latest_metrics WHERE key = 'loss' ORDER BY loss"

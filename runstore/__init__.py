@@ -11,12 +11,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
-from .context import RunLogger, RuntimeContext, attach_run, open_run
+from .context import RuntimeContext, attach_run, open_run
 from .env import PluginEnvironment
 from .errors import (
     FinishedLoggerError,
     FormatVersionError,
     ManifestError,
+    PackError,
     QueryError,
     RunDirectoryError,
     RunstoreError,
@@ -24,17 +25,20 @@ from .errors import (
     StepFailedError,
 )
 from .format import FORMAT_VERSION, LogLevel, RunManifest, WriterManifest
-from .reader import RunData, RunInfo, list_runs, read_run
+from .logger import RunLogger
+from .reader import RunData, RunInfo, list_runs, read_run, read_run_info
 from .writer import WriterOptions
 
 if TYPE_CHECKING:
     from .compaction import CompactReport, compact
     from .confinement import QueryLimits
     from .export import export_store
+    from .packing import pack, unpack
     from .query import QueryResult, Store
 
-#: Names whose modules load DuckDB, imported on first use: a job that only logs never
-#: pays for them (`from runstore import open_run` imports no DuckDB).
+#: Names whose modules load DuckDB (or, for packs, what a job never needs), imported on
+#: first use: a job that only logs never pays for them (`from runstore import open_run`
+#: imports no DuckDB).
 _LAZY: dict[str, str] = {
     "CompactReport": "compaction",
     "compact": "compaction",
@@ -42,6 +46,8 @@ _LAZY: dict[str, str] = {
     "export_store": "export",
     "QueryResult": "query",
     "Store": "query",
+    "pack": "packing",
+    "unpack": "packing",
 }
 
 
@@ -61,6 +67,7 @@ __all__ = [
     "FormatVersionError",
     "LogLevel",
     "ManifestError",
+    "PackError",
     "PluginEnvironment",
     "QueryError",
     "QueryLimits",
@@ -83,5 +90,8 @@ __all__ = [
     "export_store",
     "list_runs",
     "open_run",
+    "pack",
     "read_run",
+    "read_run_info",
+    "unpack",
 ]

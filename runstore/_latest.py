@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from .segments import Columns, JsonText
+from .jsonl import Columns, JsonText
 
 __all__ = ["LatestMetrics"]
 

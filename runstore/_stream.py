@@ -21,7 +21,7 @@ from typing import Any, Final, NamedTuple
 
 from ._storable import storable_columns
 from .format import METRICS, RECORD_FIELDS
-from .segments import MAX_RECORDS_PER_LINE, Columns, columns_of_records
+from .jsonl import MAX_RECORDS_PER_LINE, Columns, columns_of_records
 
 __all__ = [
     "PendingDrain",

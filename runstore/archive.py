@@ -27,6 +27,7 @@ from .format import (
     PROGRESS,
     RUN_MANIFEST,
     SCHEMAS,
+    STORE_DIR,
     STREAMS,
     WRITERS_DIR,
     looks_like_run_dir,
@@ -61,8 +62,6 @@ __all__ = [
     "writers_table",
 ]
 
-#: Folder of derived data under a root; not a run (it has no run.json).
-STORE_DIR: Final = ".runstore"
 ARCHIVE_DIR: Final = "archive"
 CATALOG: Final = "catalog.json"
 #: Version of the archive's layout; an archive of another version is ignored (and

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
@@ -645,6 +645,114 @@ def ui_command(
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
         pass
+
+
+@main.command("pack")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The pack file to write (name it *.runs.tar.gz); replaced if it exists.",
+)
+@click.option(
+    "--status",
+    multiple=True,
+    type=click.Choice(["completed", "failed", "crashed", "running"]),
+    help="Of a ROOT, only runs of this status (repeat for several).",
+)
+@click.option("--since", help="Of a ROOT, only runs started since: 30m, 2h, 7d or an ISO time.")
+@click.option("--plugin", help="Of a ROOT, only runs of this plugin.")
+@click.option(
+    "--include-running", is_flag=True, help="Pack running runs too, as a snapshot of each."
+)
+@_json_option("Print a JSON summary.")
+def pack_command(
+    paths: tuple[Path, ...],
+    output: Path,
+    status: tuple[str, ...],
+    since: str | None,
+    plugin: str | None,
+    include_running: bool,
+    as_json: bool,
+) -> None:
+    """Write runs into one pack file to carry to another machine: each PATH is a run
+    folder, or a ROOT whose runs (filtered by --status, --since, --plugin) all go in.
+
+    The pack is a .tar.gz any machine can open, with a manifest of every file's size
+    and SHA-256; `runstore unpack` checks them all. Running runs are left out unless
+    --include-running.
+
+    Example: runstore pack sample-runs -o /tmp/sample.runs.tar.gz
+    """
+    from .format import is_run_dir
+    from .packing import pack, select_runs
+
+    moment = _since(since)
+    runs: list[Path] = []
+    for path in paths:
+        if is_run_dir(path):
+            runs.append(path)
+            continue
+        chosen = select_runs(path, status=status, since=moment, plugin=plugin)
+        runs += [info.path for info in chosen]
+    with _progress(as_json, "packing") as advance:
+        report = pack(runs, output, include_running=include_running, progress=advance)
+    for name, why in report.skipped:
+        click.echo(f"skipped {name}: {why}", err=True)
+    if as_json:
+        _json_out({**report.__dict__, "path": str(report.path)})
+        return
+    click.echo(
+        f"packed {len(report.runs)} runs ({report.files} files) into {report.path} "
+        f"({report.bytes:,} bytes)"
+    )
+
+
+@main.command("unpack")
+@click.argument("pack_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("root", type=click.Path(file_okay=False, path_type=Path))
+@_json_option("Print a JSON summary.")
+def unpack_command(pack_file: Path, root: Path, as_json: bool) -> None:
+    """Add the runs of PACK_FILE to ROOT (made if missing), each checked against the
+    pack's manifest before it appears. A run already in ROOT with the same content is
+    left as it is; one with other content is never overwritten. Exit code 1 if a run
+    was refused (each is said, with why); the others are added.
+
+    Example: runstore unpack /tmp/sample.runs.tar.gz /tmp/unpacked
+    """
+    from .packing import unpack
+
+    with _progress(as_json, "unpacking") as advance:
+        report = unpack(pack_file, root, progress=advance)
+    for name, why in report.refused:
+        click.echo(f"refused {name}: {why}", err=True)
+    if as_json:
+        _json_out(report.__dict__)
+    else:
+        click.echo(
+            f"added {len(report.added)} runs to {root}"
+            + (f"; {len(report.present)} already there" if report.present else "")
+            + (f"; {len(report.refused)} refused" if report.refused else "")
+        )
+    if report.refused:
+        sys.exit(1)
+
+
+@contextlib.contextmanager
+def _progress(quiet: bool, what: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr while a pack or unpack runs (none when piped)."""
+    if quiet or not sys.stderr.isatty():
+        yield lambda done, total: None
+        return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+    with Progress(
+        TextColumn(what), BarColumn(), DownloadColumn(), console=Console(stderr=True)
+    ) as bar:
+        task = bar.add_task(what, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
 @main.command("demo")

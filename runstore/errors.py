@@ -46,6 +46,12 @@ class QueryError(RunstoreError):
     """
 
 
+class PackError(RunstoreError):
+    """A pack file cannot be written or read: not a runstore pack, damaged, cut short,
+    of a newer pack version, or nothing to pack. The message says which, and that
+    nothing was unpacked (a damaged run inside a good pack is refused on its own)."""
+
+
 class FinishedLoggerError(RunstoreError, RuntimeError):
     """Logging was attempted after `end_log()` (or after the run was closed).
 

@@ -30,6 +30,7 @@ __all__ = [
     "SCHEMAS",
     "SPECIAL",
     "STATUS",
+    "STORE_DIR",
     "STREAMS",
     "STREAMS_DIR",
     "WRITERS_DIR",
@@ -54,6 +55,8 @@ RUN_MANIFEST: Final = "run.json"
 WRITERS_DIR: Final = "writers"
 STREAMS_DIR: Final = "streams"
 ATTACHMENTS_DIR: Final = "attachments"
+#: Folder of derived data under a root (the archive, unpacks under way); not a run.
+STORE_DIR: Final = ".runstore"
 
 EVENTS: Final = "events"
 PROGRESS: Final = "progress"

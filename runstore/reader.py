@@ -55,6 +55,7 @@ __all__ = [
     "iter_run_dirs",
     "list_runs",
     "read_run",
+    "read_run_info",
     "read_stream",
     "segment_files",
     "stream_sources",
@@ -380,6 +381,11 @@ def _info(path: Path, cls: type[RunInfo]) -> RunInfo:
     problems: list[str] = []
     writers = _read_writers(path, problems)
     return cls(path, manifest, writers, derive_status(manifest, writers), problems)
+
+
+def read_run_info(path: str | os.PathLike[str]) -> RunInfo:
+    """One run as its manifests describe it (no stream is read): `read_run`'s errors."""
+    return _info(Path(path), RunInfo)
 
 
 def read_run(path: str | os.PathLike[str]) -> RunData:

@@ -59,6 +59,7 @@ from .format import (
     looks_like_run_dir,
     missing_manifest,
 )
+from .jsonl import decode_lines
 from .reader import (
     RunInfo,
     decode_metric,
@@ -68,7 +69,8 @@ from .reader import (
     read_run,
     segment_files,
 )
-from .segments import decode_lines, read_segment, safe_table, unreadable
+from .segments import read_segment, unreadable
+from .tables import safe_table
 
 __all__ = ["GAP_SECONDS", "STATUS", "Follower", "TailRecord", "follow"]
 

@@ -60,20 +60,9 @@ from .format import (
     WriterManifest,
     utc_now,
 )
-from .segments import (
-    MAX_RECORDS_PER_LINE,
-    Columns,
-    atomic_write_bytes,
-    encode_lines,
-    fsync_dir,
-    header_line,
-    number_rows_table,
-    read_segment,
-    record_count,
-    table_from_columns,
-    uniform_keys,
-    write_parquet_atomic,
-)
+from .jsonl import MAX_RECORDS_PER_LINE, Columns, encode_lines, header_line, record_count
+from .segments import atomic_write_bytes, fsync_dir, read_segment, write_parquet_atomic
+from .tables import number_rows_table, table_from_columns, uniform_keys
 
 __all__ = ["RunWriter", "WriterOptions", "new_writer_id"]
 

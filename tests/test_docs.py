@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -57,17 +60,20 @@ def test_format_doc_names_every_column() -> None:
 def test_the_changelog_has_an_unreleased_section_of_user_visible_changes() -> None:
     text = (DOCS / "CHANGELOG.md").read_text()
     unreleased = text.split("## [Unreleased]", 1)[1].split("\n## ", 1)[0]
-    headings = [line for line in unreleased.splitlines() if line.startswith("### ")]
-    assert headings and all(
-        h.split()[1] in ("Added", "Changed", "Deprecated", "Removed", "Fixed", "Security")
-        for h in headings
-    ), headings  # Keep a Changelog's kinds of change
-    assert unreleased.count("\n- ") >= len(headings)
+    blocks = unreleased.split("\n### ")[1:]
+    kinds = [block.split("\n", 1)[0] for block in blocks]
+    # Keep a Changelog's kinds of change, each once, in its order, none empty.
+    order = ["Added", "Changed", "Deprecated", "Removed", "Fixed", "Security"]
+    assert kinds and all(kind in order for kind in kinds), kinds
+    assert kinds == sorted(set(kinds), key=order.index), kinds
+    for block in blocks:
+        assert "\n- " in block, block.split("\n", 1)[0]
 
 
 def test_format_doc_example_line_is_a_line_the_reader_takes() -> None:
     from runstore.format import METRICS
-    from runstore.segments import decode_lines, table_from_columns
+    from runstore.jsonl import decode_lines
+    from runstore.tables import table_from_columns
 
     text = (DOCS / "docs" / "format.md").read_text()
     (line,) = re.findall(r"```\n(\{\"ts_ns\".*?)\n```", text, flags=re.DOTALL)
@@ -117,3 +123,20 @@ def test_cli_reference_is_what_the_commands_say() -> None:
 
     page = (DOCS / "docs" / "cli.md").read_text()
     assert page == reference(), "docs/cli.md is stale: run .venv/bin/python -m runstore._clidoc"
+
+
+def test_the_offline_page_commands_run_as_written(tmp_path: Path) -> None:
+    page = (DOCS / "docs" / "offline.md").read_text()
+    (block,) = re.findall(r"```sh\n(.*?)```", page, flags=re.DOTALL)
+    environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    outputs = []
+    for line in block.splitlines():
+        command = line.split("#", 1)[0].strip()
+        done = subprocess.run(
+            command, shell=True, cwd=tmp_path, env=environment, capture_output=True, text=True
+        )
+        assert done.returncode == 0, (command, done.stderr)
+        outputs.append(done.stdout)
+    assert "packed 2 runs" in outputs[1]  # the demo's completed runs
+    assert "added 2 runs" in outputs[2] and "demo-train" in outputs[3]
+    assert "2 already there" in outputs[4]

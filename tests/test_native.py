@@ -19,12 +19,8 @@ import runstore
 from runstore import FinishedLoggerError, open_run, read_run
 from runstore._native import batch_rows
 from runstore.format import METRICS, RECORD_FIELDS
-from runstore.segments import (
-    columns_of_records,
-    decode_lines,
-    number_rows_table,
-    table_from_columns,
-)
+from runstore.jsonl import columns_of_records, decode_lines
+from runstore.tables import number_rows_table, table_from_columns
 
 from .conftest import IMPLEMENTATIONS, implementation, run_python
 

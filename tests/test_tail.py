@@ -211,7 +211,7 @@ def test_polling_gives_the_same_records_as_inotify(root: Path) -> None:
 
 
 def test_a_torn_line_is_waited_for_and_a_corrupt_one_reported_once(root: Path) -> None:
-    from runstore.segments import header_line
+    from runstore.jsonl import header_line
 
     ctx = open_run(root, run_id="job", env={})  # running while we write a segment by hand
     segment = root / "job" / "streams" / "metrics" / "wother-abcdef-000001.jsonl"

@@ -1,0 +1,356 @@
+"""A stream's records as Arrow tables: the columns of a batch (`jsonl.Columns`), or the
+rows the C speedups recorded, converted with the store schemas of `format.SCHEMAS`
+(and the dictionary-encoded `SEAL_SCHEMAS` a writer seals with).
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+from collections.abc import Sequence
+from operator import itemgetter
+from typing import Any, Final
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ._native import NumberRows, float_rows
+from ._storable import key_text
+from .format import (
+    EVENTS,
+    METRICS,
+    RECORD_FIELDS,
+    SCHEMAS,
+)
+from .jsonl import JSON_OPTIONS, Columns, json_default, record_count, slice_columns
+
+__all__ = [
+    "SEAL_SCHEMAS",
+    "UNCHECKED",
+    "number_rows_table",
+    "safe_table",
+    "table_from_columns",
+    "uniform_keys",
+]
+
+
+_EXACT_FLOAT_INT: Final = 2**53
+_KINDS: Final[dict[type, str]] = {float: "float", int: "int", bool: "bool", str: "str"}
+
+
+def _int64(number: int) -> pa.Scalar:
+    """A typed scalar for compute kernels: given a bare Python int, pyarrow infers its
+    type, which costs ~100 µs per call (more than the kernel over a whole batch)."""
+    return pa.scalar(number, pa.int64())
+
+
+_ONE: Final = _int64(1)
+_THOUSAND: Final = _int64(1000)
+
+
+def _timestamps(ts_ns: Sequence[Any]) -> pa.Array:
+    return pc.divide(pa.array(ts_ns, pa.int64()), _THOUSAND).cast(SCHEMAS[EVENTS].field("ts").type)
+
+
+def _json_text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode()
+    return orjson.dumps(value, option=JSON_OPTIONS, default=json_default).decode()
+
+
+def _metric_value(value: Any) -> tuple[float | None, str, str | None]:
+    """(numeric view, kind, text) of one metric value; see docs/format.md."""
+    kind = _KINDS.get(type(value))
+    if kind == "float" or kind == "bool":
+        return float(value), kind, None
+    if kind == "int":
+        exact = -_EXACT_FLOAT_INT <= value <= _EXACT_FLOAT_INT
+        return float(value), kind, (None if exact else str(value))
+    if kind == "str":
+        return None, kind, value
+    return None, "json", _json_text(value)
+
+
+#: Metrics columns that a sealed segment stores dictionary-encoded, handed to Parquet
+#: as dictionary arrays so that it need not hash every value (see SEAL_SCHEMAS).
+_DICTIONARY_COLUMNS: Final = ("writer", "category", "key", "kind")
+_DICTIONARY: Final = pa.dictionary(pa.int32(), pa.string())
+#: The schemas of the tables the writer builds for sealing: SCHEMAS, with the metrics
+#: columns above as dictionaries. The Parquet files read back as SCHEMAS.
+SEAL_SCHEMAS: Final[dict[str, pa.Schema]] = {
+    **SCHEMAS,
+    METRICS: pa.schema(
+        [f.with_type(_DICTIONARY) if f.name in _DICTIONARY_COLUMNS else f for f in SCHEMAS[METRICS]]
+    ),
+}
+
+
+def _constant(text: str | None, count: int, dictionary: bool = False) -> pa.Array:
+    """A string column holding `text` `count` times, made in C++."""
+    if not dictionary:
+        return pa.repeat(pa.scalar(text, pa.string()), count)
+    if text is None:
+        return pa.nulls(count, _DICTIONARY)
+    zeros = pa.repeat(pa.scalar(0, pa.int32()), count)
+    return pa.DictionaryArray.from_arrays(zeros, pa.array([text], pa.string()))
+
+
+def _text(array: pa.Array, dictionary: bool) -> pa.Array:
+    """A string or dictionary array as the one wanted."""
+    if pa.types.is_dictionary(array.type):
+        return array if dictionary else array.cast(pa.string())
+    return pc.dictionary_encode(array) if dictionary else array
+
+
+def _assemble_metrics(
+    writer: str,
+    columns: Columns,
+    parents: pa.Array,
+    key: pa.Array,
+    value: pa.Array,
+    kind: pa.Array | None = None,
+    text: pa.Array | None = None,
+    *,
+    dictionary: bool,
+) -> pa.Table:
+    """The metrics table, one row per key of a call: `parents` holds the call of each
+    row; no `kind`/`text` means every value a float."""
+    count = len(key)
+    category = columns["category"]
+    first = category[0]
+    if category.count(first) == len(category):
+        category_column = _constant(first, count, dictionary)
+    else:
+        category_column = _text(pa.array(category, pa.string()), dictionary).take(parents)
+    return pa.table(
+        [
+            _timestamps(columns["ts_ns"]).take(parents),
+            _constant(writer, count, dictionary),
+            pa.array(columns["seq"], pa.int64()).take(parents),
+            category_column,
+            _text(key, dictionary),
+            value,
+            _constant("float", count, dictionary) if kind is None else _text(kind, dictionary),
+            pa.nulls(count, pa.string()) if text is None else text,
+        ],
+        schema=(SEAL_SCHEMAS if dictionary else SCHEMAS)[METRICS],
+    )
+
+
+_KEY_CHECK_SLICE: Final = 1024
+
+
+class _Unchecked(enum.Enum):
+    UNCHECKED = enum.auto()
+
+
+#: `table_from_columns(keys=...)` when the caller has not looked for `uniform_keys`.
+UNCHECKED: Final = _Unchecked.UNCHECKED
+
+
+def uniform_keys(values: Sequence[dict[Any, Any]]) -> list[str] | None:
+    """The keys of the first record if every record has exactly those string keys, in
+    that order (the usual training loop); else None."""
+    if not values:
+        return None
+    keys = list(values[0])
+    if not keys or not all(type(key) is str for key in keys):
+        return None
+    step = _KEY_CHECK_SLICE  # compared in C a slice at a time: a list the size of the
+    expected = keys * step  # batch would be fresh memory (page faults)
+    for start in range(0, len(values), step):
+        chunk = values[start : start + step]
+        if len(chunk) < step:
+            expected = keys * len(chunk)
+        if list(itertools.chain.from_iterable(chunk)) != expected:
+            return None
+    return keys
+
+
+#: width -> (call of each row, key of each row) for batches of that many keys a call,
+#: sliced for each batch: the same few widths come back batch after batch. At most
+#: _ROW_INDEX_WIDTHS widths of _ROW_INDEX_MAX_ROWS rows (2 MiB each) are kept.
+_ROW_INDEX: dict[int, tuple[pa.Array, pa.Array]] = {}
+_ROW_INDEX_MAX_ROWS: Final = 1 << 17
+_ROW_INDEX_WIDTHS: Final = 4
+
+
+def _row_index(width: int, count: int) -> tuple[pa.Array, pa.Array]:
+    cached = _ROW_INDEX.get(width)
+    if cached is None or len(cached[0]) < count:
+        capacity = max(count, min(_ROW_INDEX_MAX_ROWS, 2 * count))
+        row = pc.subtract(pc.cumulative_sum(pa.repeat(_ONE, capacity)), _ONE)
+        parents = pc.divide(row, _int64(width))  # integer division
+        cached = (parents, pc.subtract(row, pc.multiply(parents, _int64(width))))
+        if capacity <= _ROW_INDEX_MAX_ROWS:
+            if len(_ROW_INDEX) >= _ROW_INDEX_WIDTHS:
+                _ROW_INDEX.clear()
+            _ROW_INDEX[width] = cached
+    return cached[0].slice(0, count), cached[1].slice(0, count)
+
+
+def _uniform_floats_table(
+    writer: str, columns: Columns, keys: list[str], dictionary: bool
+) -> pa.Table:
+    """The common batch, built in C++: every call logged the same string keys
+    (`uniform_keys`), all floats."""
+    values = columns["values"]
+    records = len(values)
+    # A column per key, read out of the dicts in C (itemgetter): ~40% less than
+    # converting them as a struct, which looks every field up by name itself.
+    by_key = [pa.array(map(itemgetter(key), values), pa.float64(), size=records) for key in keys]
+    parents, position = _row_index(len(keys), records * len(keys))
+    # Row (call i, key j) is value i of key j's column, which starts at j * records.
+    value_column = pa.concat_arrays(by_key).take(
+        pc.add(pc.multiply(position, _int64(records)), parents)
+    )
+    key_column = pa.DictionaryArray.from_arrays(
+        position.cast(pa.int32()), pa.array(keys, pa.string())
+    )
+    return _assemble_metrics(
+        writer, columns, parents, key_column, value_column, dictionary=dictionary
+    )
+
+
+def number_rows_table(writer: str, rows: NumberRows, dictionary: bool) -> pa.Table:
+    """The metrics table of a batch the C speedups converted (numbers only: no text)."""
+    count = len(rows.value)
+    return pa.table(
+        [
+            rows.ts,
+            _constant(writer, count, dictionary),
+            rows.seq,
+            _text(rows.category, dictionary),
+            _text(rows.key, dictionary),
+            rows.value,
+            _text(rows.kind, dictionary),
+            pa.nulls(count, pa.string()),
+        ],
+        schema=(SEAL_SCHEMAS if dictionary else SCHEMAS)[METRICS],
+    )
+
+
+def _metrics_table(
+    writer: str,
+    columns: Columns,
+    all_floats: bool | None,
+    keys: list[str] | _Unchecked | None,
+    dictionary: bool,
+) -> pa.Table:
+    if all_floats is not False:
+        rows = float_rows(columns)
+        if rows is not None:
+            return number_rows_table(writer, rows, dictionary)
+    values = columns["values"]
+    flat: list[Any] | None = None
+    if all_floats is None:
+        flat = list(itertools.chain.from_iterable(map(dict.values, values)))
+        all_floats = set(map(type, flat)) <= {float}
+    if all_floats:
+        if keys is UNCHECKED:
+            keys = uniform_keys(values)
+        if keys is not None:
+            return _uniform_floats_table(writer, columns, keys, dictionary)
+    if flat is None:
+        flat = list(itertools.chain.from_iterable(map(dict.values, values)))
+    counts = pa.array(map(len, values), pa.int32(), size=len(values))
+    offsets = pa.concat_arrays([pa.array([0], pa.int32()), pc.cumulative_sum(counts)])
+    every_key = list(itertools.chain.from_iterable(values))
+    try:
+        key_column = pa.array(every_key, pa.string())
+    except (pa.ArrowException, TypeError):
+        key_column = pa.array([key_text(k) for k in every_key], pa.string())
+    parents = pc.list_parent_indices(pa.ListArray.from_arrays(offsets, key_column))
+    kind_column = text_column = None
+    if all_floats:
+        value_column = pa.array(flat, pa.float64())
+    else:
+        converted = list(map(_metric_value, flat))
+        value_column = pa.array([c[0] for c in converted], pa.float64())
+        kind_column = pa.array([c[1] for c in converted], pa.string())
+        text_column = pa.array([c[2] for c in converted], pa.string())
+    return _assemble_metrics(
+        writer,
+        columns,
+        parents,
+        key_column,
+        value_column,
+        kind_column,
+        text_column,
+        dictionary=dictionary,
+    )
+
+
+def _columns_table(stream: str, writer: str, columns: Columns) -> pa.Table:
+    schema = SCHEMAS[stream]
+    fields = RECORD_FIELDS[stream]
+    arrays = [_timestamps(columns["ts_ns"]), _constant(writer, record_count(columns))]
+    # Record fields after ts_ns line up with schema fields after ts and writer.
+    for name, schema_field in zip(fields[1:], list(schema)[2:], strict=True):
+        values = columns[name]
+        if name == "data":
+            values = [None if v is None else _json_text(v) for v in values]
+        arrays.append(pa.array(values, schema_field.type))
+    return pa.table(arrays, schema=schema)
+
+
+def table_from_columns(
+    stream: str,
+    writer: str,
+    columns: Columns,
+    *,
+    all_floats: bool | None = None,
+    keys: list[str] | _Unchecked | None = UNCHECKED,
+    dictionary: bool = False,
+) -> pa.Table:
+    """An Arrow table (schema `SCHEMAS[stream]`) of a batch of records, in memory or
+    decoded.
+
+    `all_floats` says whether every metric value is a float (the writer knows; None:
+    find out), which allows a conversion in C++ that keeps no per-value kinds;
+    `keys`: the batch's `uniform_keys` if the caller has looked (None: they differ),
+    else UNCHECKED (then they are looked for here).
+    `dictionary`: a table of `SEAL_SCHEMAS[stream]`, for sealing.
+
+    Raises `pa.ArrowException`/`TypeError`/`ValueError` if a record holds values of the
+    wrong type; `safe_table` isolates such records.
+    """
+    if not record_count(columns):
+        return (SEAL_SCHEMAS if dictionary else SCHEMAS)[stream].empty_table()
+    if stream == METRICS:
+        return _metrics_table(writer, columns, all_floats, keys, dictionary)
+    return _columns_table(stream, writer, columns)
+
+
+#: What a record of wrong values raises on its way to Arrow (OverflowError: an int
+#: beyond 64 bits where the schema has int64, such as a `ts_ns` of 2**64 - 1).
+_BAD_VALUES: Final = (
+    pa.ArrowException,
+    TypeError,
+    ValueError,
+    KeyError,
+    AttributeError,
+    OverflowError,
+)
+
+
+def safe_table(
+    stream: str, writer: str, columns: Columns, where: str, problems: list[str]
+) -> pa.Table:
+    """Like `table_from_columns`, but a record with values of the wrong type is reported
+    in `problems` and left out instead of failing the whole segment."""
+    try:
+        return table_from_columns(stream, writer, columns)
+    except _BAD_VALUES:
+        pass
+    good: list[int] = []
+    for index in range(record_count(columns)):
+        try:
+            table_from_columns(stream, writer, slice_columns(columns, index, index + 1))
+        except _BAD_VALUES as exc:
+            problems.append(f"{where}: record {index + 1} has a value of the wrong type ({exc})")
+        else:
+            good.append(index)
+    kept = {name: [values[i] for i in good] for name, values in columns.items()}
+    return table_from_columns(stream, writer, kept)

@@ -1,0 +1,120 @@
+"""Records to Arrow: the fast paths (C and Python) give the exact path's tables."""
+
+from __future__ import annotations
+
+import orjson
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from runstore import tables
+from runstore.format import EVENTS, METRICS
+from runstore.jsonl import (
+    JsonText,
+    decode_lines,
+)
+from runstore.tables import table_from_columns, uniform_keys
+
+from .conftest import IMPLEMENTATIONS, implementation
+from .records import (
+    events_line,
+    finite,
+    metrics_columns,
+    same_table,
+)
+
+
+@pytest.mark.parametrize("kind", IMPLEMENTATIONS)
+@given(st.lists(st.tuples(st.floats(), finite), max_size=30))
+@settings(max_examples=50, deadline=None)
+def test_all_float_fast_path_matches_exact_path(
+    kind: str, pairs: list[tuple[float, float]]
+) -> None:
+    records = [(i, i, "c", {"a": a, "b": b}) for i, (a, b) in enumerate(pairs)]
+    with implementation(kind):
+        fast = table_from_columns(METRICS, "w", metrics_columns(records), all_floats=True)
+    exact = table_from_columns(METRICS, "w", metrics_columns(records), all_floats=False)
+    assert same_table(fast, exact)
+
+
+def test_event_data_is_json_text_and_timestamps_are_utc_microseconds() -> None:
+    record = (
+        1_700_000_000_123_456_789,
+        7,
+        "ev",
+        "info",
+        "step",
+        JsonText(b'{"a":[1,2]}'),
+        None,
+        None,
+    )
+    decoded = decode_lines(EVENTS, events_line(record))
+    table = table_from_columns(EVENTS, "w", decoded.columns)
+    row = table.to_pylist()[0]
+    assert orjson.loads(row["data"]) == {"a": [1, 2]}
+    assert table.schema.field("ts").type == pa.timestamp("us", tz="UTC")
+    assert row["ts"].timestamp() == 1_700_000_000.123456
+
+
+@pytest.mark.parametrize("kind", IMPLEMENTATIONS)
+@given(st.lists(st.dictionaries(st.sampled_from("abcd"), finite, min_size=1), max_size=20))
+@settings(max_examples=50, deadline=None)
+def test_all_float_batches_with_varying_keys_match_the_exact_path(
+    kind: str, maps: list[dict[str, float]]
+) -> None:
+    records = [(i, i, ("c", "d")[i % 2] if i % 3 else "c", m) for i, m in enumerate(maps)]
+    with implementation(kind):
+        fast = table_from_columns(METRICS, "w", metrics_columns(records), all_floats=True)
+    exact = table_from_columns(METRICS, "w", metrics_columns(records), all_floats=False)
+    assert same_table(fast, exact)
+
+
+def test_uniform_keys_are_found_only_when_every_call_has_them_in_order() -> None:
+    calls = [{"loss": float(i), "acc": 0.5} for i in range(3000)]  # several check slices
+    assert uniform_keys(calls) == ["loss", "acc"]
+    reordered = [*calls[:2500], {"acc": 0.5, "loss": 1.0}, *calls[2501:]]
+    assert uniform_keys(reordered) is None
+    assert uniform_keys([*calls, {"loss": 1.0}]) is None  # fewer keys, last
+    assert uniform_keys([*calls[:1500], {**calls[0], "lr": 0.1}, *calls[1500:]]) is None
+    assert uniform_keys([{1: 0.5}, {1: 0.25}]) is None  # keys JSON would turn to text
+    assert uniform_keys([{}, {}]) is None
+    assert uniform_keys([]) is None
+    table = table_from_columns(
+        METRICS,
+        "w",
+        metrics_columns([(i, i, "c", d) for i, d in enumerate(calls)]),
+        all_floats=True,
+    )
+    assert table.column("key").to_pylist()[:4] == ["loss", "acc", "loss", "acc"]
+    assert table.column("value").to_pylist()[-2:] == [2999.0, 0.5]
+
+
+@pytest.mark.usefixtures("pure_python")  # the Python path's row index cache
+def test_uniform_batches_of_many_shapes_convert_like_the_exact_path() -> None:
+    # The row index arrays are kept per width and sliced: shapes come and go.
+    for width, count in [(2, 50), (1, 7), (3, 200), (5, 3), (6, 10), (2, 9), (4, 1), (2, 300)]:
+        keys = [f"k{j}" for j in range(width)]
+        records = [(i, i, "c", {k: i + j / 8 for j, k in enumerate(keys)}) for i in range(count)]
+        fast = table_from_columns(METRICS, "w", metrics_columns(records), all_floats=True)
+        exact = table_from_columns(METRICS, "w", metrics_columns(records), all_floats=False)
+        assert same_table(fast, exact), (width, count)
+
+
+@pytest.mark.usefixtures("pure_python")  # the C conversion looks at keys in its one pass
+def test_keys_the_caller_found_are_not_looked_for_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The writer finds a batch's uniform keys once, for the latest values and Arrow.
+    records = [(i, i, "c", {"loss": i / 4, "acc": 0.5}) for i in range(5)]
+    expected = table_from_columns(METRICS, "w", metrics_columns(records), all_floats=True)
+
+    def looked(values: object) -> None:
+        raise AssertionError("uniform_keys called again")
+
+    monkeypatch.setattr(tables, "uniform_keys", looked)
+    for keys in (["loss", "acc"], None):
+        found = table_from_columns(
+            METRICS, "w", metrics_columns(records), all_floats=True, keys=keys
+        )
+        assert same_table(found, expected)
+    with pytest.raises(AssertionError, match="called again"):
+        table_from_columns(METRICS, "w", metrics_columns(records), all_floats=True)
