@@ -6,7 +6,7 @@ import contextlib
 import math
 import sys
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
@@ -477,15 +477,21 @@ _SINCE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _ONLY = ("messages", "dev_events", "events", "progress", "metrics", "status")
 
 
+def _age(text: str) -> timedelta | None:
+    """An age such as 30s, 10m, 2h, 1d; None if `text` is not one."""
+    unit = _SINCE_UNITS.get(text[-1:])
+    if unit is None or not text[:-1].replace(".", "", 1).isdigit():
+        return None
+    return timedelta(seconds=float(text[:-1]) * unit)
+
+
 def _since(text: str | None) -> datetime | None:
     """`--since`: an age (30s, 10m, 2h, 1d) or an ISO time."""
     if text is None:
         return None
-    from datetime import UTC, timedelta
-
-    unit = _SINCE_UNITS.get(text[-1:])
-    if unit is not None and text[:-1].replace(".", "", 1).isdigit():
-        return datetime.now(UTC) - timedelta(seconds=float(text[:-1]) * unit)
+    age = _age(text)
+    if age is not None:
+        return datetime.now(UTC) - age
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
@@ -738,6 +744,100 @@ def unpack_command(pack_file: Path, root: Path, as_json: bool) -> None:
         )
     if report.refused:
         sys.exit(1)
+
+
+def _delete(runs: list[tuple[Path, str, datetime | None]], yes: bool, as_json: bool) -> None:
+    """Show the runs (path, status, start), ask unless --yes, delete them, say what was
+    freed. Exit code 1 if a run was kept (running)."""
+    from .pruning import folder_bytes, remove_runs
+
+    sizes = [folder_bytes(path) for path, _, _ in runs]
+    if not as_json:
+        for (path, status, started), size in zip(runs, sizes, strict=True):
+            click.echo(f"{status:<9} {_when(started):<19}  {size:>12,} B  {path}")
+    if not runs:
+        if as_json:
+            _json_out({"removed": [], "bytes_freed": 0, "kept": []})
+        else:
+            click.echo("no run to delete")
+        return
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.UsageError(
+                f"{len(runs)} runs would be deleted; pass --yes to delete without asking"
+            )
+        click.confirm(f"Delete these {len(runs)} runs ({sum(sizes):,} bytes)?", abort=True)
+    report = remove_runs([path for path, _, _ in runs])
+    for kept, why in report.kept:
+        click.echo(f"kept {kept}: {why}", err=True)
+    if as_json:
+        _json_out(report.__dict__)
+    else:
+        click.echo(f"deleted {len(report.removed)} runs, {report.bytes_freed:,} bytes freed")
+    if report.kept:
+        sys.exit(1)
+
+
+@main.command("rm")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--yes", "-y", is_flag=True, help="Delete without asking.")
+@_json_option("Print a JSON summary.")
+def rm_command(runs: tuple[Path, ...], yes: bool, as_json: bool) -> None:
+    """Delete run folders, after showing them and asking. A running run (a live writer)
+    is never deleted; the root's archive drops the deleted runs' rows, and queries stop
+    showing them at once.
+
+    Example: runstore rm /tmp/demo-runs/demo-crashed --yes
+    """
+    from .format import is_run_dir
+    from .reader import read_run_info
+
+    chosen: list[tuple[Path, str, datetime | None]] = []
+    for path in runs:
+        if not is_run_dir(path):
+            raise RunstoreError(f"{path}: not a run folder (no run.json); nothing deleted")
+        try:
+            info = read_run_info(path)
+            chosen.append((path, info.status, info.manifest.started_at))
+        except RunstoreError as exc:  # a damaged run is deleted by name all the same
+            click.echo(f"note: {exc}", err=True)
+            chosen.append((path, "damaged", None))
+    _delete(chosen, yes, as_json)
+
+
+@main.command("gc")
+@click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--older-than",
+    required=True,
+    help="Delete runs that ended longer ago than this: 30d, 12h, 90m.",
+)
+@click.option(
+    "--status",
+    multiple=True,
+    type=click.Choice(["completed", "failed", "crashed"]),
+    help="Only runs of this status (repeat for several); default: any finished run.",
+)
+@click.option("--keep", type=click.IntRange(min=0), default=0, help="Keep the N newest of them.")
+@click.option("--yes", "-y", is_flag=True, help="Delete without asking.")
+@_json_option("Print a JSON summary.")
+def gc_command(
+    root: Path, older_than: str, status: tuple[str, ...], keep: int, yes: bool, as_json: bool
+) -> None:
+    """Delete the finished runs under ROOT that ended longer ago than --older-than,
+    after showing them and asking. Running runs are never deleted.
+
+    Example: runstore gc runs --older-than 30d --status completed --keep 10
+    """
+    from .pruning import older_runs
+
+    age = _age(older_than)
+    if age is None:
+        raise click.BadParameter(
+            f"{older_than!r}: give an age such as 30d, 12h, 90m", param_hint="--older-than"
+        )
+    found = older_runs(root, age, status=status, keep=keep)
+    _delete([(r.path, r.status, r.manifest.started_at) for r in found], yes, as_json)
 
 
 @contextlib.contextmanager

@@ -140,3 +140,5 @@ def test_the_offline_page_commands_run_as_written(tmp_path: Path) -> None:
     assert "packed 2 runs" in outputs[1]  # the demo's completed runs
     assert "added 2 runs" in outputs[2] and "demo-train" in outputs[3]
     assert "2 already there" in outputs[4]
+    assert "deleted 2 runs" in outputs[5]
+    assert "demo-train" not in outputs[6] and "demo-upload" in outputs[6]
