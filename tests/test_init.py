@@ -59,3 +59,19 @@ def test_the_command_line_loads_an_engine_only_for_the_command_that_needs_it() -
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "", f"loaded by `runstore --help`: {done.stdout.strip()}"
+
+
+def test_every_package_folder_is_listed_for_the_wheel() -> None:
+    # setuptools ships only the packages pyproject lists: a new subpackage left out of
+    # the list works in the editable checkout and is missing from the wheel.
+    import tomllib
+
+    root = Path(__file__).resolve().parent.parent
+    listed = set(
+        tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        ".".join(("runstore", *init.parent.relative_to(root / "runstore").parts))
+        for init in (root / "runstore").rglob("__init__.py")
+    }
+    assert found <= listed, sorted(found - listed)

@@ -1,0 +1,5 @@
+"""`python -m runstore.cli`: the command line."""
+
+from . import main
+
+main()

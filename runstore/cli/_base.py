@@ -1,0 +1,103 @@
+"""The `runstore` group and what its commands share: output, `--json`, ages."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import click
+import orjson
+from rich.console import Console
+
+from .._version import __version__
+from ..errors import RunstoreError
+from ..reader import RunInfo
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _console() -> Console:
+    # Piped output has no terminal width: give tables room rather than folding cells.
+    width = None if sys.stdout.isatty() else 160
+    return Console(highlight=False, soft_wrap=False, width=width)
+
+
+def _json_out(data: Any) -> None:
+    option = orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+    sys.stdout.write(orjson.dumps(data, option=option, default=str).decode() + "\n")
+
+
+def _when(moment: datetime | None) -> str:
+    return "" if moment is None else moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _run_summary(run: RunInfo) -> dict[str, Any]:
+    manifest = run.manifest
+    return {
+        "run_id": manifest.run_id,
+        "path": str(run.path),
+        "status": run.status,
+        "plugin": manifest.plugin,
+        "action": manifest.action,
+        "job_id": manifest.job_id,
+        "started_at": manifest.started_at.isoformat(),
+        "ended_at": manifest.ended_at.isoformat() if manifest.ended_at else None,
+        "duration_s": run.duration,
+        "error": manifest.error,
+        "writers": len(run.writers),
+        "lost_records": run.lost_records,
+    }
+
+
+class _Group(click.Group):
+    """Turns runstore's own errors into one clear line and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RunstoreError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+
+def _json_option(text: str = "Print JSON for scripts.") -> Callable[[_F], _F]:
+    """`--json`, the same flag on every command that can print for scripts."""
+    return click.option("--json", "as_json", is_flag=True, help=text)
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, prog_name="runstore")
+def main() -> None:
+    """runstore: file-based run tracking for plugin jobs.
+
+    Runs are directories under a root folder; these commands read them.
+    """
+
+
+_SINCE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _age(text: str) -> timedelta | None:
+    """An age such as 30s, 10m, 2h, 1d; None if `text` is not one."""
+    unit = _SINCE_UNITS.get(text[-1:])
+    if unit is None or not text[:-1].replace(".", "", 1).isdigit():
+        return None
+    return timedelta(seconds=float(text[:-1]) * unit)
+
+
+def _since(text: str | None) -> datetime | None:
+    """`--since`: an age (30s, 10m, 2h, 1d) or an ISO time."""
+    if text is None:
+        return None
+    age = _age(text)
+    if age is not None:
+        return datetime.now(UTC) - age
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r}: give an age such as 30s, 10m, 2h, 1d, or an ISO time", param_hint="--since"
+        ) from None
+    return moment if moment.tzinfo else moment.astimezone()

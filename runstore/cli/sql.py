@@ -1,0 +1,208 @@
+"""`runstore sql`: one query, a script from stdin, or the interactive prompt."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import click
+from rich.console import Console
+
+from .._output import FORMATS, write_result
+from ..errors import QueryError, RunstoreError
+from ._base import _console, main
+
+if TYPE_CHECKING:
+    from ..query import Store
+
+_REPL_HELP = """\
+End a query with ';' (it may span lines). Views: runs, writers, events, messages,
+dev_events, progress, metrics, latest_metrics, latest_progress (docs/sql.md).
+  .tables           list the views
+  .schema VIEW      columns and types of a view
+  .format FORMAT    table, csv, json or jsonl
+  .quit             leave (or Ctrl-D)"""
+
+
+def _print_query(
+    store: Store, query: str, fmt: str, out: IO[bytes], max_rows: int, console: Console
+) -> None:
+    """Run a query and print its result; a table fetches no more rows than it shows."""
+    result = store.query(query, max_rows=max_rows if fmt == "table" and max_rows else None)
+    if not result.table.num_columns:  # a statement without a result
+        return
+    write_result(
+        result.table,
+        fmt,
+        out,
+        lambda table: store.connection.from_arrow(table).fetchall(),
+        truncated=result.truncated,
+        console=console,
+    )
+    if result.truncated and fmt != "table" and store.limits is not None:
+        click.echo(
+            f"warning: only the first {result.table.num_rows:,} rows were written: the "
+            "row cap of confined SQL; add a LIMIT or a WHERE",
+            err=True,
+        )
+
+
+def _dot_command(store: Store, line: str, state: dict[str, Any], console: Console) -> bool:
+    """Run one `.command` of the prompt; False to leave."""
+    from ..query import VIEWS
+
+    command, _, argument = line.partition(" ")
+    argument = argument.strip().rstrip(";")
+    if command in (".quit", ".exit"):
+        return False
+    if command == ".tables":
+        console.print("  ".join(VIEWS))
+    elif command == ".schema" and argument in VIEWS:
+        _print_query(store, f"DESCRIBE {argument}", "table", sys.stdout.buffer, 0, console)
+    elif command == ".format" and argument in FORMATS and argument != "parquet":
+        state["format"] = argument
+    else:
+        console.print(_REPL_HELP, markup=False)
+    return True
+
+
+def _repl(store: Store, fmt: str, max_rows: int, console: Console) -> None:
+    with contextlib.suppress(ImportError):  # not on every platform
+        import readline  # noqa: F401  (line editing and history for input())
+    count = store.connection.sql("SELECT count(*) FROM runs").fetchall()[0][0]
+    console.print(f"runstore SQL over {count} runs in {store.root}. Type .help for help.")
+    state: dict[str, Any] = {"format": "table" if fmt == "parquet" else fmt}
+    lines: list[str] = []
+    while True:
+        try:
+            line = input("...> " if lines else "sql> ")
+        except EOFError:
+            break
+        except KeyboardInterrupt:
+            lines = []
+            console.print()
+            continue
+        if not lines and line.strip().startswith("."):
+            if not _dot_command(store, line.strip(), state, console):
+                break
+            continue
+        lines.append(line)
+        if line.rstrip().endswith(";"):
+            query, lines = "\n".join(lines), []
+            try:
+                _print_query(store, query, state["format"], sys.stdout.buffer, max_rows, console)
+            except RunstoreError as exc:
+                console.print(f"error: {exc}", style="red", markup=False)
+
+
+@main.command("sql")
+@click.argument("root", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("query", required=False)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="table",
+    show_default=True,
+    help="How to print the result.",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the result to this file instead of stdout.",
+)
+@click.option(
+    "--max-rows",
+    default=100,
+    show_default=True,
+    help="Rows shown in a table (0: all); other formats print every row.",
+)
+@click.option(
+    "--confined",
+    is_flag=True,
+    help="Allow only read-only queries of the store, under a time, memory and row limit "
+    "(as the viewer does; docs/sql.md).",
+)
+@click.option(
+    "--interactive",
+    "-i",
+    is_flag=True,
+    help="Prompt for queries even when stdin is not a terminal.",
+)
+@click.option(
+    "--no-archive",
+    is_flag=True,
+    help="Do not archive finished runs in the background (by default, 20 or more finished "
+    "runs outside ROOT's archive start `runstore compact` in a process of its own).",
+)
+def sql_command(
+    root: Path,
+    query: str | None,
+    fmt: str,
+    output: Path | None,
+    max_rows: int,
+    confined: bool,
+    interactive: bool,
+    no_archive: bool,
+) -> None:
+    """Ask SQL questions of every run under ROOT (DuckDB SQL).
+
+    Views: runs, writers, events, messages, dev_events, progress, metrics,
+    latest_metrics, latest_progress; docs/sql.md lists their columns. Without QUERY, prompts for
+    queries on a terminal, or runs the queries read from stdin.
+
+    Example: runstore sql sample-runs "SELECT run_id, status, duration FROM runs"
+    """
+    import warnings
+
+    from ..compaction import BACKGROUND_RUNS, compact_in_background
+    from ..errors import RunstoreWarning
+    from ..query import COMPACT_HINT_RUNS, Store
+
+    if fmt == "parquet" and output is None and sys.stdout.isatty():
+        raise click.UsageError("Parquet is binary: pass --output FILE or redirect stdout")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RunstoreWarning)  # printed below, once each
+        store = Store(root, confined=confined)
+    for problem in store.problems:
+        click.echo(f"warning: {problem}", err=True)
+    pending = store.pending_compaction
+    if not no_archive and pending >= BACKGROUND_RUNS and compact_in_background(root):
+        click.echo(
+            f"note: archiving {pending} finished runs in the background; the next queries "
+            "over them are faster (--no-archive: do not)",
+            err=True,
+        )
+    elif pending >= COMPACT_HINT_RUNS:
+        click.echo(
+            f"hint: {pending} finished runs are read from their own "
+            f"folders; `runstore compact {root}` makes queries over them faster",
+            err=True,
+        )
+    console = _console()
+    with store, warnings.catch_warnings():
+        warnings.simplefilter("ignore", RunstoreWarning)
+        if query is None and (interactive or sys.stdin.isatty()):
+            _repl(store, fmt, max_rows, console)
+            return
+        out = open(output, "wb") if output is not None else sys.stdout.buffer  # noqa: SIM115
+        try:
+            if query is not None:
+                # One look at the root for the warnings above and the query.
+                with store.snapshot(max_age=math.inf):
+                    _print_query(store, query, fmt, out, max_rows, console)
+                return
+            script = sys.stdin.read()
+            try:
+                statements = store.connection.extract_statements(script)
+            except Exception as exc:  # duckdb.ParserException
+                raise QueryError(f"SQL error: {str(exc).strip()}") from None
+            for statement in statements:
+                _print_query(store, statement.query, fmt, out, max_rows, console)
+        finally:
+            if output is not None:
+                out.close()
