@@ -14,7 +14,16 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from .format import DEV_EVENTS, EVENTS, METRICS, PROGRESS, STATUS, event_text
+from .format import (
+    DEV_EVENT,
+    DEV_EVENTS,
+    EVENTS,
+    MESSAGE_EVENT,
+    METRICS,
+    PROGRESS,
+    STATUS,
+    event_text,
+)
 from .reader import RunData
 
 if TYPE_CHECKING:  # the terminal view loads no watcher until a follower is made
@@ -83,9 +92,9 @@ def message_line(run: str | None, record: TailRecord) -> Text:
     data = record.data.get("data") or {}
     event = record.data.get("event", "")
     text = event_text(event, data)
-    if event == "dev_event":
+    if event == DEV_EVENT:
         text = f"{text} {data.get('data', '')}".rstrip()
-    if event != "message":
+    if event != MESSAGE_EVENT:
         text = f"[dev] {text}"
     return log_line(record.ts, run, record.data.get("level", "info"), text)
 
@@ -195,7 +204,7 @@ class TailView:
                 self.console.print(self._snapshot_line(run.path.name, message))
 
     def _snapshot_line(self, run: str, message: dict[str, Any]) -> Text:
-        dev = "" if message["event"] == "message" else "[dev] "
+        dev = "" if message["event"] == MESSAGE_EVENT else "[dev] "
         shown_run = None if self.follower.single else run
         return log_line(message["ts"], shown_run, message["level"], dev + message["text"])
 
@@ -214,7 +223,7 @@ class TailView:
                     last_status = record.data["status"]
                 event = record.data.get("event")
                 if record.stream == EVENTS and (
-                    event == "message" or (event in DEV_EVENTS and self.dev)
+                    event == MESSAGE_EVENT or (event in DEV_EVENTS and self.dev)
                 ):
                     live.console.print(
                         message_line(None if self.follower.single else record.run, record)

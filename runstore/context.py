@@ -23,6 +23,7 @@ from ._version import __version__
 from .env import PluginEnvironment, mask_secrets
 from .errors import RunDirectoryError
 from .format import (
+    DEV_EVENT,
     LogLevel,
     RunManifest,
     load_run_manifest,
@@ -151,7 +152,7 @@ class RuntimeContext:
         """A developer's event (level debug), hidden from end users by default."""
         if data is not None and not isinstance(data, Mapping):
             raise TypeError(f"data must be a dict or None, got {type(data).__name__}")
-        self.logger.log(LogLevel.DEBUG, "dev_event", {"message": message, "data": data})
+        self.logger.log(LogLevel.DEBUG, DEV_EVENT, {"message": message, "data": data})
 
     def log_metric(self, category: str, key: str, value: Any, **metrics: Any) -> None:
         """One metric (and more as keywords) of a category: an event and metric values."""

@@ -20,9 +20,13 @@ from .errors import FormatVersionError, ManifestError
 
 __all__ = [
     "ATTACHMENTS_DIR",
+    "DEBUG_EVENT",
+    "DEV_EVENT",
     "DEV_EVENTS",
     "EVENTS",
     "FORMAT_VERSION",
+    "MANIFEST_SUFFIX",
+    "MESSAGE_EVENT",
     "METRICS",
     "PROGRESS",
     "RECORD_FIELDS",
@@ -30,9 +34,11 @@ __all__ = [
     "SCHEMAS",
     "SPECIAL",
     "STATUS",
+    "STORAGE_FAULT_EVENT",
     "STORE_DIR",
     "STREAMS",
     "STREAMS_DIR",
+    "TEMP_SUFFIX",
     "WRITERS_DIR",
     "LogLevel",
     "RunManifest",
@@ -66,19 +72,30 @@ STREAMS: Final = (EVENTS, PROGRESS, METRICS)
 #: how it ended).
 STATUS: Final = "status"
 
-#: Events for developers, not end users: `log_dev_event` (text in data "message") and
-#: the synapse-sdk logger's `debug()` (event "debug", text in data "content").
-DEV_EVENTS: Final = ("dev_event", "debug")
+#: The events runstore itself names: a `log_message` (text in data "content"), a
+#: `log_dev_event` (text in data "message"), the synapse-sdk logger's `debug()` (text in
+#: data "content"), and a writer's report of a storage fault.
+MESSAGE_EVENT: Final = "message"
+DEV_EVENT: Final = "dev_event"
+DEBUG_EVENT: Final = "debug"
+STORAGE_FAULT_EVENT: Final = "storage_fault"
+#: Events for developers, not end users.
+DEV_EVENTS: Final = (DEV_EVENT, DEBUG_EVENT)
 
 
 def event_text(event: str, data: dict[str, Any]) -> str:
     """The text of a message or developer event: a dev_event's "message", else "content"."""
-    text = data.get("message") if event == "dev_event" else data.get("content")
+    text = data.get("message") if event == DEV_EVENT else data.get("content")
     return "" if text is None else str(text)
 
 
 LIVE_SUFFIX: Final = ".jsonl"
 SEALED_SUFFIX: Final = ".parquet"
+#: Writer manifests: `writers/<writer>.json`.
+MANIFEST_SUFFIX: Final = ".json"
+#: Files being written (`.<name>.tmp`, renamed into place once whole): a writer killed
+#: mid-write leaves one, which no reader reads.
+TEMP_SUFFIX: Final = ".tmp"
 
 #: Seconds between a live writer's heartbeats in its writer manifest.
 HEARTBEAT_SECONDS: Final = 2.0

@@ -22,6 +22,7 @@ from ._storable import clean_text, json_ready, storable_int
 from .errors import FinishedLoggerError, RunstoreWarning
 from .format import (
     EVENTS,
+    MESSAGE_EVENT,
     METRICS,
     PROGRESS,
     LogLevel,
@@ -245,7 +246,7 @@ class RunLogger:
         self._append_event((*record, file_text, attachment))
 
     def message(self, content: str, level: str | LogLevel = LogLevel.INFO, **extra: Any) -> None:
-        self.log(level, "message", {"content": content, **extra})
+        self.log(level, MESSAGE_EVENT, {"content": content, **extra})
 
     def debug(self, message: str) -> None:
         self.message(message, LogLevel.DEBUG)

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ValidationError
 
 from ._version import __version__
 from .errors import PackError, RunDirectoryError, RunstoreError
-from .format import LIVE_SUFFIX, STORE_DIR, is_run_dir, load_run_manifest, utc_now
+from .format import LIVE_SUFFIX, STORE_DIR, TEMP_SUFFIX, is_run_dir, load_run_manifest, utc_now
 from .reader import RunInfo, iter_run_dirs, read_run_info
 from .segments import fsync_dir
 
@@ -144,7 +144,7 @@ def _run_files(run_dir: Path) -> Iterator[tuple[str, Path]]:
         base = Path(folder)
         for name in sorted(files):
             path = base / name
-            if name.startswith(".") and name.endswith(".tmp"):
+            if name.startswith(".") and name.endswith(TEMP_SUFFIX):
                 continue
             if not stat.S_ISREG(os.lstat(path).st_mode):
                 continue

@@ -19,7 +19,14 @@ from pathlib import Path
 
 from .archive import archive_dir
 from .errors import RunDirectoryError, RunstoreError
-from .format import STORE_DIR, WRITERS_DIR, is_run_dir, load_writer_manifest, utc_now
+from .format import (
+    MANIFEST_SUFFIX,
+    STORE_DIR,
+    WRITERS_DIR,
+    is_run_dir,
+    load_writer_manifest,
+    utc_now,
+)
 from .reader import RunInfo, iter_run_dirs, read_run_info, writer_alive
 
 __all__ = ["PruneReport", "folder_bytes", "older_runs", "remove_runs"]
@@ -138,7 +145,7 @@ def _has_live_writer(path: Path) -> bool:
         return read_run_info(path).status == "running"
     except RunstoreError:
         pass
-    for manifest in sorted((path / WRITERS_DIR).glob("*.json")):
+    for manifest in sorted((path / WRITERS_DIR).glob(f"*{MANIFEST_SUFFIX}")):
         try:
             if writer_alive(load_writer_manifest(manifest)):
                 return True

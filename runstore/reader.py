@@ -27,6 +27,8 @@ from .format import (
     CRASH_TIMEOUT_SECONDS,
     DEV_EVENTS,
     EVENTS,
+    MANIFEST_SUFFIX,
+    MESSAGE_EVENT,
     METRICS,
     PROGRESS,
     SCHEMAS,
@@ -238,7 +240,7 @@ def _read_writers(run_dir: Path, problems: list[str]) -> list[WriterManifest]:
     writers = []
     directory = run_dir / WRITERS_DIR
     try:
-        paths = sorted(directory.glob("*.json"))
+        paths = sorted(directory.glob(f"*{MANIFEST_SUFFIX}"))
     except OSError:
         return []
     for path in paths:
@@ -332,7 +334,7 @@ class RunData(RunInfo):
 
     def messages(self, *, dev: bool = False) -> list[dict[str, Any]]:
         """User messages (and dev events if `dev`) as dicts: ts, level, text, category."""
-        wanted = {"message", *DEV_EVENTS} if dev else {"message"}
+        wanted = {MESSAGE_EVENT, *DEV_EVENTS} if dev else {MESSAGE_EVENT}
         out = []
         for row in self.events.to_pylist():
             if row["event"] not in wanted:

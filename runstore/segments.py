@@ -16,8 +16,10 @@ import pyarrow.parquet as pq
 
 from .format import (
     SCHEMAS,
+    SEALED_SUFFIX,
     STREAMS,
     STREAMS_DIR,
+    TEMP_SUFFIX,
     WRITERS_DIR,
 )
 from .jsonl import decode_lines
@@ -41,7 +43,7 @@ def read_segment(stream: str, path: Path, writer: str) -> tuple[pa.Table, list[s
     meanwhile: the caller reads the sealed file instead).
     """
     problems: list[str] = []
-    if path.suffix == ".parquet":
+    if path.suffix == SEALED_SUFFIX:
         return _read_parquet(stream, path, problems), problems
     data = path.read_bytes()
     decoded = decode_lines(stream, data, where=str(path))
@@ -139,7 +141,7 @@ def remove_temp_files(run_dir: Path) -> int:
         except OSError:
             continue
         for entry in entries:
-            if entry.name.startswith(".") and entry.name.endswith(".tmp"):
+            if entry.name.startswith(".") and entry.name.endswith(TEMP_SUFFIX):
                 with contextlib.suppress(OSError):
                     if entry.is_file(follow_symlinks=False):
                         os.unlink(entry.path)

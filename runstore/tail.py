@@ -47,6 +47,7 @@ from watchdog.observers.polling import PollingObserver
 from .errors import ManifestError, RunDirectoryError, RunstoreError
 from .format import (
     EVENTS,
+    LIVE_SUFFIX,
     METRICS,
     PROGRESS,
     RECORD_FIELDS,
@@ -482,7 +483,7 @@ class Follower:
                         table = pa.table({})
                         problems = [unreadable(path, exc)]
                     run.sealed.add(path)
-                    run.offsets.pop(path.with_suffix(".jsonl"), None)
+                    run.offsets.pop(path.with_suffix(LIVE_SUFFIX), None)
                 else:
                     table, problems = self._read_live(run, stream, name.writer, path)
                 self._problems(problems)

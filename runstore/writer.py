@@ -51,6 +51,7 @@ from .format import (
     HEARTBEAT_SECONDS,
     METRICS,
     RUN_MANIFEST,
+    STORAGE_FAULT_EVENT,
     STREAMS,
     STREAMS_DIR,
     WRITERS_DIR,
@@ -719,7 +720,7 @@ class RunWriter:
     def _fault_event(self, message: str | None, since: str | None, lost: int) -> None:
         """A `storage_fault` event, written by the next cycle (docs/format.md)."""
         data = {"error": message, "since": since, "lost_records": lost}
-        event = ("storage_fault", LogLevel.ERROR.value, None, data, None, None)
+        event = (STORAGE_FAULT_EVENT, LogLevel.ERROR.value, None, data, None, None)
         self.buffers[EVENTS].records.append((time.time_ns(), next(self.seq), *event))
         self._wake.set()
 

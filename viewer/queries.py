@@ -18,7 +18,7 @@ from typing import Any, Final
 import orjson
 
 from runstore.errors import QueryError
-from runstore.format import DEV_EVENTS
+from runstore.format import DEV_EVENTS, MESSAGE_EVENT
 from runstore.query import Store
 
 #: The runs list's sort keys and the column each sorts by.
@@ -39,7 +39,7 @@ MAX_COLUMNS: Final = 12
 MAX_COMPARED: Final = 20
 MAX_PAGE: Final = 500
 #: Events the messages list shows, left out of the events list.
-_OTHER_EVENTS: Final = ", ".join(f"'{name}'" for name in ("message", *DEV_EVENTS))
+_OTHER_EVENTS: Final = ", ".join(f"'{name}'" for name in (MESSAGE_EVENT, *DEV_EVENTS))
 
 
 class BadRequest(ValueError):

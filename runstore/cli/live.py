@@ -9,7 +9,7 @@ from typing import Any
 import click
 import orjson
 
-from ..format import DEV_EVENTS
+from ..format import DEV_EVENTS, MESSAGE_EVENT
 from ..reader import list_runs, read_run
 from ._base import _console, _json_option, _since, main
 
@@ -25,7 +25,7 @@ def _wanted(only: set[str], dev: bool) -> Any:
         event = record.data.get("event")
         if event in DEV_EVENTS:
             return dev or "dev_events" in only
-        if event == "message":
+        if event == MESSAGE_EVENT:
             return not only or bool({"messages", "events"} & only)
         return not only or "events" in only
 
