@@ -160,7 +160,7 @@ def bench(root: Path, runs: int, repeats: int, live_store: bool) -> None:
     print(f"baseline: DuckDB over every raw segment file, warm  {ms(baseline)}")
 
     if live_store:
-        opened, store = once(lambda: Store(root))
+        opened, store = once(lambda: Store(root, archive=False))
         assert isinstance(store, Store)
         warm = timed(lambda: store.sql(LATEST).fetchall(), repeats)  # type: ignore[union-attr]
         print(f"Store, no archive: open (reads every run)        {ms(opened)}")
@@ -174,7 +174,7 @@ def bench(root: Path, runs: int, repeats: int, live_store: bool) -> None:
 
     compacted, report = once(lambda: compact(root))
     print(f"runstore compact                                 {ms(compacted)}   ({report})")
-    opened, store = once(lambda: Store(root))
+    opened, store = once(lambda: Store(root, archive=False))
     assert isinstance(store, Store)
     answer = [(run, round(loss, 9)) for run, loss in store.sql(LATEST).fetchall()]  # type: ignore[union-attr]
     assert answer == [(run, round(loss, 9)) for run, loss in expected], "answers differ"
@@ -192,7 +192,7 @@ def bench(root: Path, runs: int, repeats: int, live_store: bool) -> None:
     store.close()
 
     def open_and_ask() -> None:
-        with Store(root) as fresh:
+        with Store(root, archive=False) as fresh:
             fresh.sql(LATEST).fetchall()
 
     first = timed(open_and_ask, repeats)

@@ -49,7 +49,7 @@ import json, resource, sys, time, warnings
 warnings.simplefilter("ignore")
 started = time.perf_counter()
 from runstore import Store
-with Store(sys.argv[1]) as store:
+with Store(sys.argv[1], archive=False) as store:  # never compacted, as measured
     rows = store.sql(sys.argv[2]).fetchall()
 seconds = time.perf_counter() - started
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

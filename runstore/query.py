@@ -44,7 +44,7 @@ from .archive import (
     with_run_id,
     writers_table,
 )
-from .compaction import CompactReport, compact
+from .compaction import BACKGROUND_RUNS, CompactReport, compact, compact_in_background
 from .confinement import Deadline, QueryLimits, check_read_only
 from .errors import ManifestError, QueryError, RunDirectoryError, RunstoreError, RunstoreWarning
 from .format import DEV_EVENTS, EVENTS, METRICS, PROGRESS, SCHEMAS, STREAMS
@@ -98,6 +98,8 @@ class QueryResult:
 
 #: Finished runs outside the archive beyond which `runstore sql` suggests compacting.
 COMPACT_HINT_RUNS: Final = 200
+#: Seconds between two background compactions a store starts.
+ARCHIVE_EVERY: Final = 60.0
 
 
 @dataclass
@@ -136,6 +138,11 @@ class Store:
     the first query (or `problems`, `pending_compaction`, `connection`) looks at the
     root, so opening and asking once look once. Damaged runs and segments are left out
     and described in `problems` (and warned of once), never fatal.
+
+    `archive` (default: unless confined): when a look finds `BACKGROUND_RUNS` or more
+    finished runs outside the archive, start a compaction in a process of its own, as
+    `runstore sql` does, so later queries read them from the archive. It writes only
+    the archive, and nothing where the root is read-only.
     """
 
     def __init__(
@@ -145,6 +152,7 @@ class Store:
         confined: bool = False,
         threads: int | None = None,
         limits: QueryLimits | None = None,
+        archive: bool | None = None,
     ) -> None:
         self.root = Path(root).resolve()
         if not self.root.is_dir():
@@ -182,6 +190,9 @@ class Store:
         self._sealed_files: dict[str, list[str]] = {}
         self._sealed_key = 0
         self._pending_compaction = 0
+        #: Archive finished runs in the background (see `ARCHIVE_EVERY`).
+        self._archive = not confined if archive is None else archive
+        self._next_archive = 0.0
         self._pinned = 0
         self._looked_at: float | None = None  # never looked yet
 
@@ -299,6 +310,7 @@ class Store:
             live[run_dir.name] = entry_live
         self._live = live
         self._pending_compaction = sum(1 for run in live.values() if run.final)
+        self._archive_pending()
         parts = [] if catalog is None else [p.name for p in catalog.parts if p.runs]
         self._register_live()
         self._define_views(parts, excluded)
@@ -344,6 +356,17 @@ class Store:
         folders; `compact()` would archive them)."""
         self._look_once()
         return self._pending_compaction
+
+    def _archive_pending(self) -> None:
+        """Finished runs read from their folders make every query slower: at
+        `BACKGROUND_RUNS` of them, a compaction starts in a process of its own (at most
+        once per `ARCHIVE_EVERY`; it leaves at once if another holds the root)."""
+        if not self._archive or self._pending_compaction < BACKGROUND_RUNS:
+            return
+        now = time.monotonic()
+        if now >= self._next_archive:
+            self._next_archive = now + ARCHIVE_EVERY
+            compact_in_background(self.root)
 
     def _look_once(self) -> None:
         if self._looked_at is None:

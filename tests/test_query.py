@@ -358,3 +358,28 @@ def test_sealed_segments_are_read_from_disk_by_the_queries_that_need_them(root: 
         assert rows(store, "SELECT count(*) FROM writers") == [(1,)]
         with pytest.raises(QueryError, match=str(sealed.name)):
             store.sql("SELECT count(*) FROM metrics").fetchall()  # type: ignore[union-attr]
+
+
+def test_a_store_archives_finished_runs_in_the_background_unless_told_not_to(
+    tmp_path: Path,
+) -> None:
+    from runstore.archive import load_catalog
+    from runstore.compaction import BACKGROUND_RUNS
+
+    root = tmp_path / "runs"
+    for index in range(BACKGROUND_RUNS):
+        make_run(root, f"r{index:02d}", steps=2)
+    for kept in (Store(root, archive=False), Store(root, confined=True)):
+        with kept as store:
+            assert rows(store, "SELECT count(*) FROM runs") == [(BACKGROUND_RUNS,)]
+    time.sleep(0.5)
+    assert not (root / ".runstore").exists(), "a store told not to archive wrote nothing"
+    with Store(root) as store:
+        assert rows(store, "SELECT count(*) FROM runs") == [(BACKGROUND_RUNS,)]
+        deadline = time.monotonic() + 60
+        while (catalog := load_catalog(root)) is None or len(catalog.runs()) < BACKGROUND_RUNS:
+            assert time.monotonic() < deadline, "the background compaction never finished"
+            time.sleep(0.1)
+        # The next look reads them from the archive, every record once.
+        assert rows(store, "SELECT count(*) FROM metrics") == [(BACKGROUND_RUNS * 4,)]
+        assert store.pending_compaction == 0

@@ -167,7 +167,7 @@ def sql_command(
         raise click.UsageError("Parquet is binary: pass --output FILE or redirect stdout")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RunstoreWarning)  # printed below, once each
-        store = Store(root, confined=confined)
+        store = Store(root, confined=confined, archive=False)  # archived below, and said
     for problem in store.problems:
         click.echo(f"warning: {problem}", err=True)
     pending = store.pending_compaction
