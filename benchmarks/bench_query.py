@@ -74,9 +74,7 @@ def make_run(root: Path, index: int, rng: random.Random) -> None:
           "accuracy": min(1.0, step / STEPS + 0.1)})
         for step in range(STEPS)
     ]  # fmt: skip
-    table = table_from_columns(
-        METRICS, writer, columns_of_records(METRICS, records), all_floats=True
-    )
+    table = table_from_columns(METRICS, writer, columns_of_records(METRICS, records))
     segment = SegmentName(writer=writer, number=1, sealed=True)
     write_parquet_atomic(table, metrics / segment.filename)
     ended = started + timedelta(seconds=10)

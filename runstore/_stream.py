@@ -173,13 +173,13 @@ def metric_columns(flat: list[Any], stop: int | None = None) -> Columns:
     return {name: flat[index : stop : len(fields)] for index, name in enumerate(fields)}
 
 
-def take_batches(stream: Stream) -> list[tuple[Columns, bool | None]]:
+def take_batches(stream: Stream) -> list[tuple[Columns, bool]]:
     """The stream's records taken now, by column, each batch with whether all its
-    metric values are floats (None: not metrics)."""
+    metric values are floats (False for the other streams)."""
     if stream.name != METRICS:
         taken = _take(stream.records)
-        return [(columns_of_records(stream.name, taken), None)] if taken else []
-    batches: list[tuple[Columns, bool | None]] = []
+        return [(columns_of_records(stream.name, taken), False)] if taken else []
+    batches: list[tuple[Columns, bool]] = []
     for buffer, all_floats in ((stream.records, True), (stream.mixed, False)):
         stop = len(buffer)
         if stop:

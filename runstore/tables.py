@@ -5,9 +5,9 @@ rows the C speedups recorded, converted with the store schemas of `format.SCHEMA
 
 from __future__ import annotations
 
-import enum
 import itertools
 from collections.abc import Sequence
+from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, Final
 
@@ -27,7 +27,7 @@ from .jsonl import JSON_OPTIONS, Columns, json_default, record_count, slice_colu
 
 __all__ = [
     "SEAL_SCHEMAS",
-    "UNCHECKED",
+    "MetricsHint",
     "number_rows_table",
     "safe_table",
     "table_from_columns",
@@ -141,12 +141,17 @@ def _assemble_metrics(
 _KEY_CHECK_SLICE: Final = 1024
 
 
-class _Unchecked(enum.Enum):
-    UNCHECKED = enum.auto()
+@dataclass(frozen=True)
+class MetricsHint:
+    """What the writer knows of a batch of metrics calls, so the conversion need not
+    find out: whether every value is a float, and the keys every call logged in the
+    same order (`uniform_keys`; None if the calls differ)."""
+
+    all_floats: bool
+    keys: list[str] | None
 
 
 #: `table_from_columns(keys=...)` when the caller has not looked for `uniform_keys`.
-UNCHECKED: Final = _Unchecked.UNCHECKED
 
 
 def uniform_keys(values: Sequence[dict[Any, Any]]) -> list[str] | None:
@@ -232,26 +237,21 @@ def number_rows_table(writer: str, rows: NumberRows, dictionary: bool) -> pa.Tab
 
 
 def _metrics_table(
-    writer: str,
-    columns: Columns,
-    all_floats: bool | None,
-    keys: list[str] | _Unchecked | None,
-    dictionary: bool,
+    writer: str, columns: Columns, hint: MetricsHint | None, dictionary: bool
 ) -> pa.Table:
-    if all_floats is not False:
+    if hint is None or hint.all_floats:
         rows = float_rows(columns)
         if rows is not None:
             return number_rows_table(writer, rows, dictionary)
     values = columns["values"]
     flat: list[Any] | None = None
-    if all_floats is None:
+    if hint is None:  # find out what the writer would have known
         flat = list(itertools.chain.from_iterable(map(dict.values, values)))
-        all_floats = set(map(type, flat)) <= {float}
-    if all_floats:
-        if keys is UNCHECKED:
-            keys = uniform_keys(values)
-        if keys is not None:
-            return _uniform_floats_table(writer, columns, keys, dictionary)
+        floats = set(map(type, flat)) <= {float}
+        hint = MetricsHint(floats, uniform_keys(values) if floats else None)
+    all_floats, keys = hint.all_floats, hint.keys
+    if all_floats and keys is not None:
+        return _uniform_floats_table(writer, columns, keys, dictionary)
     if flat is None:
         flat = list(itertools.chain.from_iterable(map(dict.values, values)))
     counts = pa.array(map(len, values), pa.int32(), size=len(values))
@@ -300,17 +300,15 @@ def table_from_columns(
     writer: str,
     columns: Columns,
     *,
-    all_floats: bool | None = None,
-    keys: list[str] | _Unchecked | None = UNCHECKED,
+    hint: MetricsHint | None = None,
     dictionary: bool = False,
 ) -> pa.Table:
     """An Arrow table (schema `SCHEMAS[stream]`) of a batch of records, in memory or
     decoded.
 
-    `all_floats` says whether every metric value is a float (the writer knows; None:
-    find out), which allows a conversion in C++ that keeps no per-value kinds;
-    `keys`: the batch's `uniform_keys` if the caller has looked (None: they differ),
-    else UNCHECKED (then they are looked for here).
+    `hint`: what the caller knows of a metrics batch (None: found out here); all floats
+    allow a conversion in C++ that keeps no per-value kinds, and uniform keys one that
+    reads the values a key at a time.
     `dictionary`: a table of `SEAL_SCHEMAS[stream]`, for sealing.
 
     Raises `pa.ArrowException`/`TypeError`/`ValueError` if a record holds values of the
@@ -319,7 +317,7 @@ def table_from_columns(
     if not record_count(columns):
         return (SEAL_SCHEMAS if dictionary else SCHEMAS)[stream].empty_table()
     if stream == METRICS:
-        return _metrics_table(writer, columns, all_floats, keys, dictionary)
+        return _metrics_table(writer, columns, hint, dictionary)
     return _columns_table(stream, writer, columns)
 
 

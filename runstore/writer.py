@@ -63,7 +63,7 @@ from .format import (
 )
 from .jsonl import MAX_RECORDS_PER_LINE, Columns, encode_lines, header_line, record_count
 from .segments import atomic_write_bytes, fsync_dir, read_segment, write_parquet_atomic
-from .tables import number_rows_table, table_from_columns, uniform_keys
+from .tables import MetricsHint, number_rows_table, table_from_columns, uniform_keys
 
 __all__ = ["RunWriter", "WriterOptions", "new_writer_id"]
 
@@ -506,7 +506,7 @@ class RunWriter:
         return tables
 
     def _tables(
-        self, stream: Stream, batches: list[tuple[Columns, bool | None]]
+        self, stream: Stream, batches: list[tuple[Columns, bool]]
     ) -> tuple[list[pa.Table] | None, list[_Hint]]:
         """The batches as Arrow tables for sealing, or None (then the segment is sealed
         from its JSONL); and what the conversion learnt of each batch."""
@@ -529,16 +529,12 @@ class RunWriter:
                 if not convert:
                     hints.append(_Hint(keys, False))
                     continue
+                hint = MetricsHint(all_floats, keys) if metrics else None
                 table = table_from_columns(
-                    stream.name,
-                    self.writer_id,
-                    columns,
-                    all_floats=all_floats,
-                    keys=keys,
-                    dictionary=True,
+                    stream.name, self.writer_id, columns, hint=hint, dictionary=True
                 )
                 tables.append(table)
-                hints.append(_Hint(keys, bool(all_floats) and _all_finite(table)))
+                hints.append(_Hint(keys, all_floats and _all_finite(table)))
         except Exception as exc:
             self._conversion_failed(stream, exc)
             hints += [_Hint(None, False)] * (len(batches) - len(hints))

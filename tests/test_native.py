@@ -193,7 +193,7 @@ def test_lines_of_a_batch_decode_to_its_records(
     # and the same batch as Arrow, against the Python conversion of its columns
     columns = decoded.columns
     with implementation("python"):
-        expected = table_from_columns(METRICS, "w", columns, all_floats=None)
+        expected = table_from_columns(METRICS, "w", columns)
     found = number_rows_table("w", batch_rows(batch), dictionary=False)
     assert _decoded(found) == _decoded(expected)
 
@@ -217,13 +217,9 @@ def test_c_conversion_makes_the_python_table(calls: list[tuple[str, dict[str, fl
     columns = columns_of_records(METRICS, records)
     for dictionary in (False, True):
         with implementation("python"):
-            expected = table_from_columns(
-                METRICS, "w", columns, all_floats=True, dictionary=dictionary
-            )
+            expected = table_from_columns(METRICS, "w", columns, dictionary=dictionary)
         with implementation("c"):
-            found = table_from_columns(
-                METRICS, "w", columns, all_floats=True, dictionary=dictionary
-            )
+            found = table_from_columns(METRICS, "w", columns, dictionary=dictionary)
         assert found.schema == expected.schema
         assert _decoded(found) == _decoded(expected)
 

@@ -14,7 +14,7 @@ from runstore.jsonl import (
     JsonText,
     decode_lines,
 )
-from runstore.tables import table_from_columns, uniform_keys
+from runstore.tables import MetricsHint, table_from_columns, uniform_keys
 
 from .conftest import IMPLEMENTATIONS, implementation
 from .records import (
@@ -23,6 +23,9 @@ from .records import (
     metrics_columns,
     same_table,
 )
+
+#: The exact path: nothing known, every value converted with its kind.
+EXACT = MetricsHint(all_floats=False, keys=None)
 
 
 @pytest.mark.parametrize("kind", IMPLEMENTATIONS)
@@ -33,8 +36,8 @@ def test_all_float_fast_path_matches_exact_path(
 ) -> None:
     records = [(i, i, "c", {"a": a, "b": b}) for i, (a, b) in enumerate(pairs)]
     with implementation(kind):
-        fast = table_from_columns(METRICS, "w", metrics_columns(records), all_floats=True)
-    exact = table_from_columns(METRICS, "w", metrics_columns(records), all_floats=False)
+        fast = table_from_columns(METRICS, "w", metrics_columns(records), hint=None)
+    exact = table_from_columns(METRICS, "w", metrics_columns(records), hint=EXACT)
     assert same_table(fast, exact)
 
 
@@ -65,8 +68,8 @@ def test_all_float_batches_with_varying_keys_match_the_exact_path(
 ) -> None:
     records = [(i, i, ("c", "d")[i % 2] if i % 3 else "c", m) for i, m in enumerate(maps)]
     with implementation(kind):
-        fast = table_from_columns(METRICS, "w", metrics_columns(records), all_floats=True)
-    exact = table_from_columns(METRICS, "w", metrics_columns(records), all_floats=False)
+        fast = table_from_columns(METRICS, "w", metrics_columns(records), hint=None)
+    exact = table_from_columns(METRICS, "w", metrics_columns(records), hint=EXACT)
     assert same_table(fast, exact)
 
 
@@ -84,7 +87,6 @@ def test_uniform_keys_are_found_only_when_every_call_has_them_in_order() -> None
         METRICS,
         "w",
         metrics_columns([(i, i, "c", d) for i, d in enumerate(calls)]),
-        all_floats=True,
     )
     assert table.column("key").to_pylist()[:4] == ["loss", "acc", "loss", "acc"]
     assert table.column("value").to_pylist()[-2:] == [2999.0, 0.5]
@@ -96,8 +98,8 @@ def test_uniform_batches_of_many_shapes_convert_like_the_exact_path() -> None:
     for width, count in [(2, 50), (1, 7), (3, 200), (5, 3), (6, 10), (2, 9), (4, 1), (2, 300)]:
         keys = [f"k{j}" for j in range(width)]
         records = [(i, i, "c", {k: i + j / 8 for j, k in enumerate(keys)}) for i in range(count)]
-        fast = table_from_columns(METRICS, "w", metrics_columns(records), all_floats=True)
-        exact = table_from_columns(METRICS, "w", metrics_columns(records), all_floats=False)
+        fast = table_from_columns(METRICS, "w", metrics_columns(records), hint=None)
+        exact = table_from_columns(METRICS, "w", metrics_columns(records), hint=EXACT)
         assert same_table(fast, exact), (width, count)
 
 
@@ -105,16 +107,15 @@ def test_uniform_batches_of_many_shapes_convert_like_the_exact_path() -> None:
 def test_keys_the_caller_found_are_not_looked_for_again(monkeypatch: pytest.MonkeyPatch) -> None:
     # The writer finds a batch's uniform keys once, for the latest values and Arrow.
     records = [(i, i, "c", {"loss": i / 4, "acc": 0.5}) for i in range(5)]
-    expected = table_from_columns(METRICS, "w", metrics_columns(records), all_floats=True)
+    expected = table_from_columns(METRICS, "w", metrics_columns(records), hint=None)
 
     def looked(values: object) -> None:
         raise AssertionError("uniform_keys called again")
 
     monkeypatch.setattr(tables, "uniform_keys", looked)
     for keys in (["loss", "acc"], None):
-        found = table_from_columns(
-            METRICS, "w", metrics_columns(records), all_floats=True, keys=keys
-        )
+        hint = MetricsHint(all_floats=True, keys=keys)
+        found = table_from_columns(METRICS, "w", metrics_columns(records), hint=hint)
         assert same_table(found, expected)
     with pytest.raises(AssertionError, match="called again"):
-        table_from_columns(METRICS, "w", metrics_columns(records), all_floats=True)
+        table_from_columns(METRICS, "w", metrics_columns(records), hint=None)
