@@ -328,11 +328,21 @@ _LATEST_KEYS: Final = {LATEST_METRICS: "run_id, category, key", LATEST_PROGRESS:
 
 def latest_select(table: str, source: str) -> str:
     """SQL for `latest_metrics` / `latest_progress` over `source` (a table or view with
-    the stream's store schema): the last record per run and category (and key)."""
-    return (
-        f"SELECT * FROM {source} QUALIFY row_number() OVER "
-        f"(PARTITION BY {_LATEST_KEYS[table]} ORDER BY ts DESC, writer DESC, seq DESC) = 1"
+    the stream's store schema): the last record per run and category (and key), the
+    newest by ts, then writer, then seq.
+
+    Grouped aggregates, not a window: memory grows with the groups, not the rows (a
+    window over 35 M rows of runs never archived took 2.2 GB and 4.3 s; this, 173 MB
+    and 1.3 s), and a filter on a key column applies before it. `arg_max_null`: a
+    newest record's NULL (a text metric's value) is its value, not skipped."""
+    keys = _LATEST_KEYS[table]
+    grouped = {name.strip() for name in keys.split(",")}
+    newest = "(ts, writer, seq)"
+    columns = ", ".join(
+        f'"{name}"' if name in grouped else f'arg_max_null("{name}", {newest}) AS "{name}"'
+        for name in store_schema(table).names
     )
+    return f"SELECT {columns} FROM {source} GROUP BY {keys}"
 
 
 def sql_path(path: Path) -> str:

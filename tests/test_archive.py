@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -10,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from runstore import ManifestError, attach_run, compact, open_run
-from runstore.archive import catalog_path, latest_select, load_catalog, scan_root
+from runstore.archive import catalog_path, latest_select, load_catalog, scan_root, store_schema
 
 
 def _finished(root: Path, name: str) -> Path:
@@ -64,17 +65,26 @@ def test_a_catalog_that_cannot_be_used_says_how_to_rebuild_it(
 
 
 def test_the_latest_record_is_the_newest_by_time_then_writer_then_seq() -> None:
+    when = [datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=s) for s in (1, 2, 2, 2, 3)]
     rows = pa.table(
         {
-            "run_id": ["r"] * 4,
-            "category": ["c"] * 4,
-            "key": ["loss"] * 4,
-            "ts": [1, 2, 2, 2],
-            "writer": ["w1", "w1", "w2", "w2"],
-            "seq": [9, 1, 1, 2],
-            "value": [0.1, 0.2, 0.3, 0.4],
-        }
+            "run_id": ["r", "r", "r", "r", "r"],
+            "ts": when,
+            "writer": ["w1", "w1", "w2", "w2", "w1"],
+            "seq": [9, 1, 1, 2, 5],
+            "category": ["c", "c", "c", "c", None],
+            "key": ["loss", "loss", "loss", "loss", "note"],
+            "value": [0.1, 0.2, 0.3, 0.4, None],  # a text metric has no value
+            "kind": ["float", "float", "float", "float", "str"],
+            "text": [None, None, None, None, "done"],
+        },
+        schema=store_schema("latest_metrics"),
     )
     con = duckdb.connect()
-    con.register("rows", rows)
-    assert con.sql(latest_select("latest_metrics", "rows")).fetchall()[0][-1] == 0.4
+    con.register("source", rows)
+    latest = con.sql(
+        "SELECT key, writer, seq, value, text FROM ("
+        + latest_select("latest_metrics", "source")
+        + ") ORDER BY key"
+    ).fetchall()
+    assert latest == [("loss", "w2", 2, 0.4, None), ("note", "w1", 5, None, "done")]
