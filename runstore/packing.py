@@ -255,7 +255,7 @@ def pack(
             with contextlib.suppress(OSError):
                 partial.unlink()
             raise
-    fsync_dir(target.parent if str(target.parent) else Path("."))
+    fsync_dir(target.parent)
     report.bytes = target.stat().st_size
     return report
 
