@@ -193,6 +193,8 @@ class Store:
         #: Archive finished runs in the background (see `ARCHIVE_EVERY`).
         self._archive = not confined if archive is None else archive
         self._next_archive = 0.0
+        #: Whether the last look started a background compaction (`runstore sql` says so).
+        self.started_archiving = False
         self._pinned = 0
         self._looked_at: float | None = None  # never looked yet
 
@@ -361,12 +363,13 @@ class Store:
         """Finished runs read from their folders make every query slower: at
         `BACKGROUND_RUNS` of them, a compaction starts in a process of its own (at most
         once per `ARCHIVE_EVERY`; it leaves at once if another holds the root)."""
+        self.started_archiving = False
         if not self._archive or self._pending_compaction < BACKGROUND_RUNS:
             return
         now = time.monotonic()
         if now >= self._next_archive:
             self._next_archive = now + ARCHIVE_EVERY
-            compact_in_background(self.root)
+            self.started_archiving = compact_in_background(self.root)
 
     def _look_once(self) -> None:
         if self._looked_at is None:

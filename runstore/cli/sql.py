@@ -159,7 +159,6 @@ def sql_command(
     """
     import warnings
 
-    from ..compaction import BACKGROUND_RUNS, compact_in_background
     from ..errors import RunstoreWarning
     from ..query import COMPACT_HINT_RUNS, Store
 
@@ -167,11 +166,11 @@ def sql_command(
         raise click.UsageError("Parquet is binary: pass --output FILE or redirect stdout")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RunstoreWarning)  # printed below, once each
-        store = Store(root, confined=confined, archive=False)  # archived below, and said
+        store = Store(root, confined=confined, archive=not no_archive)
     for problem in store.problems:
         click.echo(f"warning: {problem}", err=True)
     pending = store.pending_compaction
-    if not no_archive and pending >= BACKGROUND_RUNS and compact_in_background(root):
+    if store.started_archiving:
         click.echo(
             f"note: archiving {pending} finished runs in the background; the next queries "
             "over them are faster (--no-archive: do not)",
