@@ -34,7 +34,7 @@ from pydantic import BaseModel, ValidationError
 from ._version import __version__
 from .errors import PackError, RunDirectoryError, RunstoreError
 from .format import LIVE_SUFFIX, STORE_DIR, TEMP_SUFFIX, is_run_dir, load_run_manifest, utc_now
-from .reader import RunInfo, iter_run_dirs, read_run_info
+from .reader import RunInfo, list_runs, read_run_info
 from .segments import fsync_dir
 
 __all__ = [
@@ -117,20 +117,14 @@ def select_runs(
     """The runs under `root` that match every filter given: status (any of), started at
     or after `since`, plugin. Unreadable runs are left out (`runstore ls` tells why)."""
     wanted = set(status)
-    found = []
-    for path in iter_run_dirs(root):
-        try:
-            info = read_run_info(path)
-        except RunstoreError:
-            continue
-        if wanted and info.status not in wanted:
-            continue
-        if since is not None and info.manifest.started_at < since:
-            continue
-        if plugin is not None and info.manifest.plugin != plugin:
-            continue
-        found.append(info)
-    return found
+    chosen = [
+        info
+        for info in list_runs(root)
+        if (not wanted or info.status in wanted)
+        and (since is None or info.manifest.started_at >= since)
+        and (plugin is None or info.manifest.plugin == plugin)
+    ]
+    return sorted(chosen, key=lambda info: info.path.name)
 
 
 # -- pack ---------------------------------------------------------------------------

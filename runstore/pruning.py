@@ -27,7 +27,7 @@ from .format import (
     load_writer_manifest,
     utc_now,
 )
-from .reader import RunInfo, iter_run_dirs, read_run_info, writer_alive
+from .reader import RunInfo, list_runs, read_run_info, writer_alive
 
 __all__ = ["PruneReport", "folder_bytes", "older_runs", "remove_runs"]
 
@@ -72,26 +72,19 @@ def older_runs(
     what `runstore gc` deletes. Running runs are never among them."""
     cutoff = (now or utc_now()) - older_than
     wanted = set(status)
-    found = []
-    for path in iter_run_dirs(root):
-        try:
-            info = read_run_info(path)
-        except RunstoreError:  # a damaged run is `runstore rm`'s to delete, by name
-            continue
-        if info.status == "running" or (wanted and info.status not in wanted):
-            continue
-        ended = _ended(info)
-        if ended is not None and ended < cutoff:
-            found.append(info)
-    found.sort(key=lambda info: _ended(info) or info.manifest.started_at)
+    found = [
+        info
+        for info in list_runs(root)  # a damaged run is `runstore rm`'s to delete, by name
+        if info.status != "running"
+        and (not wanted or info.status in wanted)
+        and _ended(info) < cutoff
+    ]
+    found.sort(key=_ended)
     return found[: max(len(found) - keep, 0)] if keep else found
 
 
-def _ended(info: RunInfo) -> datetime | None:
-    if info.manifest.ended_at is not None:
-        return info.manifest.ended_at
-    beats = [w.ended_at or w.heartbeat_at for w in info.writers]
-    return max(beats) if beats else info.manifest.started_at
+def _ended(info: RunInfo) -> datetime:
+    return info.last_seen or info.manifest.started_at
 
 
 def remove_runs(

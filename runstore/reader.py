@@ -266,12 +266,18 @@ class RunInfo:
         return self.manifest.run_id
 
     @property
+    def last_seen(self) -> datetime | None:
+        """When the run ended, or, for a run without end (running or crashed), its
+        writers' last heartbeat; None if no writer left a manifest."""
+        if self.manifest.ended_at is not None:
+            return self.manifest.ended_at
+        beats = [w.ended_at or w.heartbeat_at for w in self.writers]
+        return max(beats) if beats else None
+
+    @property
     def duration(self) -> float | None:
         """Seconds from start to end, or to the last heartbeat for a run without end."""
-        end = self.manifest.ended_at
-        if end is None:
-            beats = [w.ended_at or w.heartbeat_at for w in self.writers]
-            end = max(beats) if beats else None
+        end = self.last_seen
         return None if end is None else (end - self.manifest.started_at).total_seconds()
 
     @property
