@@ -54,6 +54,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from runstore.pruning import folder_bytes
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 WORKER = HERE / "worker.py"
@@ -236,15 +238,6 @@ def run_worker(peer: Peer, task: str, **arguments: Any) -> Outcome:
     return finish(process, started, sampler)
 
 
-def size_of(directory: Path) -> int:
-    total = 0
-    for folder, _, files in os.walk(directory):
-        for name in files:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(folder, name)).st_size
-    return total
-
-
 @contextlib.contextmanager
 def scratch(base: Path, name: str) -> Iterator[Path]:
     directory = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=base))
@@ -261,7 +254,7 @@ def w1(peer: Peer, base: Path, steps: int, budget: float) -> dict[str, Any]:
     with scratch(base, peer.name) as directory:
         outcome = run_worker(peer, "log", directory=str(directory), steps=steps, budget=budget)
         result = outcome.result
-        size = size_of(directory)
+        size = folder_bytes(directory)
     done = result["steps"]
     return {
         "steps": done,
