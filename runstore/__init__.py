@@ -19,6 +19,7 @@ from .errors import (
     ManifestError,
     PackError,
     QueryError,
+    ReplayError,
     RunDirectoryError,
     RunstoreError,
     RunstoreWarning,
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from .export import export_store
     from .packing import pack, unpack
     from .query import QueryResult, Store
+    from .replaying import ReplayReport, replay
 
 #: Names whose modules load DuckDB (or, for packs, what a job never needs), imported on
 #: first use: a job that only logs never pays for them (`from runstore import open_run`
@@ -48,6 +50,8 @@ _LAZY: dict[str, str] = {
     "Store": "query",
     "pack": "packing",
     "unpack": "packing",
+    "ReplayReport": "replaying",
+    "replay": "replaying",
 }
 
 
@@ -72,6 +76,8 @@ __all__ = [
     "QueryError",
     "QueryLimits",
     "QueryResult",
+    "ReplayError",
+    "ReplayReport",
     "RunData",
     "RunDirectoryError",
     "RunInfo",
@@ -93,5 +99,6 @@ __all__ = [
     "pack",
     "read_run",
     "read_run_info",
+    "replay",
     "unpack",
 ]

@@ -11,6 +11,7 @@ __all__ = [
     "FormatVersionError",
     "ManifestError",
     "QueryError",
+    "ReplayError",
     "RunDirectoryError",
     "RunstoreError",
     "RunstoreWarning",
@@ -50,6 +51,17 @@ class PackError(RunstoreError):
     """A pack file cannot be written or read: not a runstore pack, damaged, cut short,
     of a newer pack version, or nothing to pack. The message says which, and that
     nothing was unpacked (a damaged run inside a good pack is refused on its own)."""
+
+
+class ReplayError(RunstoreError):
+    """A replay cannot start or stopped: the run is still running, its ledger is damaged
+    or in use, or the logger (the platform) stopped taking records. The message says how
+    many records were delivered; running the replay again sends only the rest."""
+
+    def __init__(self, message: str, report: object = None) -> None:
+        super().__init__(message)
+        #: The `ReplayReport` so far, when records were sent before it stopped.
+        self.report = report
 
 
 class FinishedLoggerError(RunstoreError, RuntimeError):

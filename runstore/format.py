@@ -30,6 +30,7 @@ __all__ = [
     "METRICS",
     "PROGRESS",
     "RECORD_FIELDS",
+    "REPLAYS_DIR",
     "RUN_MANIFEST",
     "SCHEMAS",
     "SPECIAL",
@@ -63,6 +64,8 @@ STREAMS_DIR: Final = "streams"
 ATTACHMENTS_DIR: Final = "attachments"
 #: Folder of derived data under a root (the archive, unpacks under way); not a run.
 STORE_DIR: Final = ".runstore"
+#: Folder of a run holding replay ledgers: what was delivered where (runstore.ledger).
+REPLAYS_DIR: Final = "replays"
 
 EVENTS: Final = "events"
 PROGRESS: Final = "progress"

@@ -413,5 +413,9 @@ class RunLogger:
         self.writer.flush()
 
     def close(self) -> None:
-        """Finish (as completed if nothing ended the run) and close the writer."""
+        """Finish (as completed if nothing ended the run) and close the writer; later
+        logging raises `FinishedLoggerError`, as after `finish`."""
+        self._finished = True
+        if self._recorder is not None:
+            self._recorder.close()
         self.writer.close(status="completed")

@@ -33,7 +33,15 @@ from pydantic import BaseModel, ValidationError
 
 from ._version import __version__
 from .errors import PackError, RunDirectoryError, RunstoreError
-from .format import LIVE_SUFFIX, STORE_DIR, TEMP_SUFFIX, is_run_dir, load_run_manifest, utc_now
+from .format import (
+    LIVE_SUFFIX,
+    REPLAYS_DIR,
+    STORE_DIR,
+    TEMP_SUFFIX,
+    is_run_dir,
+    load_run_manifest,
+    utc_now,
+)
 from .reader import RunInfo, list_runs, read_run_info
 from .segments import fsync_dir
 
@@ -291,11 +299,17 @@ def _hash_file(path: Path) -> PackedFile:
 
 
 def _same_content(run_dir: Path, packed: PackedRun) -> bool:
+    """Whether the run in ROOT holds what the pack holds. Replay ledgers are left out:
+    a run replayed since it was unpacked is still the same run."""
     try:
         have = {name: _hash_file(path) for name, path in _run_files(run_dir)}
     except OSError:
         return False
-    return have == packed.files
+
+    def records(files: dict[str, PackedFile]) -> dict[str, PackedFile]:
+        return {k: v for k, v in files.items() if not k.startswith(f"{REPLAYS_DIR}/")}
+
+    return records(have) == records(packed.files)
 
 
 def _clear_stale_staging(store: Path) -> None:

@@ -1,18 +1,24 @@
-"""`runstore pack`, `unpack`, `rm` and `gc`: runs carried to another machine, and
-deleted (docs/offline.md)."""
+"""`runstore pack`, `unpack`, `replay`, `rm` and `gc`: runs carried to another machine
+or into the platform, and deleted (docs/offline.md)."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
 
-from ..errors import RunstoreError
+from ..errors import ReplayError, RunstoreError
+
+if TYPE_CHECKING:
+    from ..replaying import ReplayReport
+
 from ._base import _age, _json_option, _json_out, _since, _when, main
 
 
@@ -107,6 +113,114 @@ def unpack_command(pack_file: Path, root: Path, as_json: bool) -> None:
         )
     if report.refused:
         sys.exit(1)
+
+
+@main.command("replay")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--synapse-url", required=True, help="The platform's backend URL.")
+@click.option("--job-id", required=True, help="The platform job the run's records go to.")
+@click.option("--tenant", envvar="SYNAPSE_TENANT", help="Tenant code (or $SYNAPSE_TENANT).")
+@click.option(
+    "--resend-in-doubt",
+    is_flag=True,
+    help="Send again the records a stopped replay left without an answer (the platform "
+    "may then have them twice); by default they are not sent again.",
+)
+@click.option(
+    "--timeout",
+    "stall_timeout",
+    type=click.FloatRange(min=0.1),
+    default=120.0,
+    show_default=True,
+    help="Stop when the platform takes no record for this many seconds.",
+)
+@_json_option("Print a JSON summary.")
+def replay_command(
+    run_dir: Path,
+    synapse_url: str,
+    job_id: str,
+    tenant: str | None,
+    resend_in_doubt: bool,
+    stall_timeout: float,
+    as_json: bool,
+) -> None:
+    """Upload a finished (or crashed) run to a Synapse platform job: its progress,
+    metrics, messages, events with their files and dev events, in the order they were
+    logged, through the SDK's own JobLogger. The access token is read from
+    $SYNAPSE_ACCESS_TOKEN (never a flag: flags show in ps and shell history).
+
+    Run it again after a kill or a network error: a ledger in the run folder makes it
+    send only what the platform has not confirmed, and nothing once it is done. Needs
+    the synapse-sdk (pip install 'runstore[synapse]', Python 3.12+). Exit code 1 if the
+    replay stopped.
+
+    Example: runstore replay runs/20261201T101500-a1b2c3 --synapse-url
+    https://synapse.example.com --job-id 5f0c...
+    """
+    try:
+        from synapse_sdk.clients.backend import BackendClient
+
+        from ..replaying import ReplayReport
+        from ..upload import TOKEN_VARIABLE, upload_run
+    except ImportError as exc:
+        raise click.ClickException(
+            "runstore replay needs the synapse-sdk (Python 3.12+): pip install 'runstore[synapse]'"
+        ) from exc
+    token = os.environ.get(TOKEN_VARIABLE)
+    if not token:
+        raise click.UsageError(f"set {TOKEN_VARIABLE} to the platform's access token")
+    client = BackendClient(synapse_url, access_token=token, tenant=tenant)
+    failure: ReplayError | None = None
+    # The JobLogger echoes every record to stdout: the bar and the summary say enough.
+    with (
+        _progress(as_json, "replaying", count=True) as advance,
+        open(os.devnull, "w") as sink,
+        contextlib.redirect_stdout(sink),
+    ):
+        try:
+            report = upload_run(
+                run_dir,
+                client,
+                job_id,
+                resend_in_doubt=resend_in_doubt,
+                progress=advance,
+                stall_timeout=stall_timeout,
+            )
+        except ReplayError as exc:
+            if not isinstance(exc.report, ReplayReport):
+                raise
+            failure, report = exc, exc.report
+    for problem in report.problems:
+        click.echo(f"note: {problem}", err=True)
+    if as_json:
+        _json_out(report.model_dump(mode="json"))
+    else:
+        click.echo(_replay_summary(report, job_id))
+    if failure is not None:
+        click.echo(f"error: {failure}", err=True)
+        sys.exit(1)
+
+
+def _replay_summary(report: ReplayReport, job_id: str) -> str:
+    if report.finished and report.sent == 0:
+        return f"run {report.run_id} was already replayed into job {job_id}; nothing sent"
+    parts = [f"{report.confirmed} confirmed"]
+    if report.skipped:
+        parts.append(f"{report.skipped} settled by an earlier replay")
+    if report.unconfirmed:
+        parts.append(f"{report.unconfirmed} sent without an answer (not sent again)")
+    if report.refused:
+        parts.append(f"{report.refused} refused by the logger")
+    if report.in_doubt:
+        start, end = report.in_doubt
+        parts.append(
+            f"{end - start} left in doubt by a stopped replay (records {start}-{end - 1}; "
+            "--resend-in-doubt sends them)"
+        )
+    return (
+        f"replayed run {report.run_id} ({report.run_status}) into job {job_id}: "
+        f"{report.sent} of {report.records} records sent, " + ", ".join(parts)
+    )
 
 
 def _delete(runs: list[tuple[Path, str, datetime | None]], yes: bool, as_json: bool) -> None:
@@ -204,15 +318,17 @@ def gc_command(
 
 
 @contextlib.contextmanager
-def _progress(quiet: bool, what: str) -> Iterator[Callable[[int, int], None]]:
-    """A progress bar on stderr while a pack or unpack runs (none when piped)."""
+def _progress(
+    quiet: bool, what: str, *, count: bool = False
+) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr while a pack, unpack or replay runs (none when piped):
+    of bytes, or with `count` of records."""
     if quiet or not sys.stderr.isatty():
         yield lambda done, total: None
         return
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+    from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn
 
-    with Progress(
-        TextColumn(what), BarColumn(), DownloadColumn(), console=Console(stderr=True)
-    ) as bar:
+    amount = MofNCompleteColumn() if count else DownloadColumn()
+    with Progress(TextColumn(what), BarColumn(), amount, console=Console(stderr=True)) as bar:
         task = bar.add_task(what, total=None)
         yield lambda done, total: bar.update(task, completed=done, total=total)
