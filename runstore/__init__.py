@@ -27,7 +27,6 @@ from .errors import (
 )
 from .format import FORMAT_VERSION, LogLevel, RunManifest, WriterManifest
 from .logger import RunLogger
-from .reader import RunData, RunInfo, list_runs, read_run, read_run_info
 from .writer import WriterOptions
 
 if TYPE_CHECKING:
@@ -36,17 +35,23 @@ if TYPE_CHECKING:
     from .export import export_store
     from .packing import pack, unpack
     from .query import QueryResult, Store
+    from .reader import RunData, RunInfo, list_runs, read_run, read_run_info
     from .replaying import ReplayReport, replay
 
-#: Names whose modules load DuckDB (or, for packs, what a job never needs), imported on
-#: first use: a job that only logs never pays for them (`from runstore import open_run`
-#: imports no DuckDB).
+#: Names whose modules load what a job that only logs never needs (DuckDB, the readers'
+#: Arrow, packs), imported on first use: `from runstore import open_run` imports no
+#: DuckDB.
 _LAZY: dict[str, str] = {
     "CompactReport": "compaction",
     "compact": "compaction",
     "QueryLimits": "confinement",
     "export_store": "export",
     "QueryResult": "query",
+    "RunData": "reader",
+    "RunInfo": "reader",
+    "list_runs": "reader",
+    "read_run": "reader",
+    "read_run_info": "reader",
     "Store": "query",
     "pack": "packing",
     "unpack": "packing",

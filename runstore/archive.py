@@ -20,6 +20,7 @@ import orjson
 import pyarrow as pa
 from pydantic import BaseModel, Field
 
+from ._durable import atomic_write_bytes
 from ._version import __version__
 from .errors import ManifestError, RunDirectoryError
 from .format import (
@@ -34,7 +35,6 @@ from .format import (
     missing_manifest,
 )
 from .reader import RunInfo
-from .segments import atomic_write_bytes
 
 __all__ = [
     "ARCHIVE_VERSION",

@@ -28,6 +28,7 @@ from typing import Final
 import duckdb
 import pyarrow as pa
 
+from ._durable import fsync_dir
 from .archive import (
     LATEST_METRICS,
     LATEST_PROGRESS,
@@ -52,7 +53,7 @@ from .archive import (
 from .errors import ManifestError, RunDirectoryError, RunstoreError
 from .format import METRICS, PROGRESS, STREAMS
 from .reader import RunData, read_run
-from .segments import fsync_dir, remove_temp_files
+from .segments import remove_temp_files
 
 __all__ = ["BACKGROUND_RUNS", "CompactReport", "compact", "compact_in_background"]
 

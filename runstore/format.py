@@ -11,12 +11,14 @@ import re
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Final, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
-import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import FormatVersionError, ManifestError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = [
     "ATTACHMENTS_DIR",
@@ -145,49 +147,67 @@ RECORD_FIELDS: Final[dict[str, tuple[str, ...]]] = {
 #: The optional column of a metrics line restoring values JSON cannot hold.
 SPECIAL: Final = "special"
 
-_TS = pa.timestamp("us", tz="UTC")
-_COMMON = [
-    pa.field("ts", _TS, nullable=False),
-    pa.field("writer", pa.string(), nullable=False),
-    pa.field("seq", pa.int64(), nullable=False),
-]
+if TYPE_CHECKING:
+    #: The Arrow schema of each stream, as sealed segments and the SQL views have it.
+    SCHEMAS: dict[str, pa.Schema]
 
-SCHEMAS: Final[dict[str, pa.Schema]] = {
-    EVENTS: pa.schema(
-        [
-            *_COMMON,
-            pa.field("event", pa.string(), nullable=False),
-            pa.field("level", pa.string(), nullable=False),
-            pa.field("category", pa.string()),
-            pa.field("data", pa.string()),  # JSON text of the event's data
-            pa.field("file", pa.string()),  # the path the job gave
-            pa.field("attachment", pa.string()),  # its copy, relative to the run directory
-        ]
-    ),
-    PROGRESS: pa.schema(
-        [
-            *_COMMON,
-            pa.field("category", pa.string()),
-            pa.field("current", pa.float64(), nullable=False),
-            pa.field("total", pa.float64(), nullable=False),
-            pa.field("percent", pa.float64(), nullable=False),
-            pa.field("elapsed", pa.float64()),
-            pa.field("time_remaining", pa.float64()),
-            pa.field("status", pa.string(), nullable=False),
-            pa.field("overall", pa.float64()),
-        ]
-    ),
-    METRICS: pa.schema(
-        [
-            *_COMMON,
-            pa.field("category", pa.string()),
-            pa.field("key", pa.string(), nullable=False),
-            pa.field("value", pa.float64()),  # numeric view: float, int, bool as 0/1
-            pa.field("kind", pa.string(), nullable=False),  # float|int|bool|str|json
-            pa.field("text", pa.string()),  # str value, JSON text, or digits of a huge int
-        ]
-    ),
-}
+
+def _schemas() -> dict[str, pa.Schema]:
+    import pyarrow as pa
+
+    ts = pa.timestamp("us", tz="UTC")
+    common = [
+        pa.field("ts", ts, nullable=False),
+        pa.field("writer", pa.string(), nullable=False),
+        pa.field("seq", pa.int64(), nullable=False),
+    ]
+
+    return {
+        EVENTS: pa.schema(
+            [
+                *common,
+                pa.field("event", pa.string(), nullable=False),
+                pa.field("level", pa.string(), nullable=False),
+                pa.field("category", pa.string()),
+                pa.field("data", pa.string()),  # JSON text of the event's data
+                pa.field("file", pa.string()),  # the path the job gave
+                pa.field("attachment", pa.string()),  # its copy, relative to the run directory
+            ]
+        ),
+        PROGRESS: pa.schema(
+            [
+                *common,
+                pa.field("category", pa.string()),
+                pa.field("current", pa.float64(), nullable=False),
+                pa.field("total", pa.float64(), nullable=False),
+                pa.field("percent", pa.float64(), nullable=False),
+                pa.field("elapsed", pa.float64()),
+                pa.field("time_remaining", pa.float64()),
+                pa.field("status", pa.string(), nullable=False),
+                pa.field("overall", pa.float64()),
+            ]
+        ),
+        METRICS: pa.schema(
+            [
+                *common,
+                pa.field("category", pa.string()),
+                pa.field("key", pa.string(), nullable=False),
+                pa.field("value", pa.float64()),  # numeric view: float, int, bool as 0/1
+                pa.field("kind", pa.string(), nullable=False),  # float|int|bool|str|json
+                pa.field("text", pa.string()),  # str value, JSON text, or digits of a huge int
+            ]
+        ),
+    }
+
+
+def __getattr__(name: str) -> Any:
+    """`SCHEMAS`, built on first use: a job that only logs small runs never imports
+    pyarrow (the writer needs Arrow only to seal)."""
+    if name == "SCHEMAS":
+        schemas = globals()["SCHEMAS"] = _schemas()
+        return schemas
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _SEGMENT_RE = re.compile(
     r"^(?P<writer>[A-Za-z0-9_-]+)-(?P<number>\d{6,})(?P<suffix>\.jsonl|\.parquet)$"

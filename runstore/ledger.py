@@ -23,9 +23,9 @@ from typing import IO, Any, Final
 
 import orjson
 
+from ._durable import atomic_write_bytes
 from .errors import ReplayError
 from .format import REPLAYS_DIR
-from .segments import atomic_write_bytes
 
 __all__ = ["LEDGER_VERSION", "Ledger", "LedgerState", "ledger_path"]
 

@@ -31,6 +31,7 @@ from typing import IO, Final
 
 from pydantic import BaseModel, ValidationError
 
+from ._durable import fsync_dir
 from ._version import __version__
 from .errors import PackError, RunDirectoryError, RunstoreError
 from .format import (
@@ -43,7 +44,6 @@ from .format import (
     utc_now,
 )
 from .reader import RunInfo, list_runs, read_run_info
-from .segments import fsync_dir
 
 __all__ = [
     "PACK_MANIFEST",

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ._durable import fsync_dir
 from .format import (
     SCHEMAS,
     SEALED_SUFFIX,
@@ -26,9 +27,7 @@ from .jsonl import decode_lines
 from .tables import safe_table
 
 __all__ = [
-    "atomic_write_bytes",
     "check_sealed",
-    "fsync_dir",
     "read_segment",
     "remove_temp_files",
     "unreadable",
@@ -180,35 +179,3 @@ def write_parquet_atomic(table: pa.Table, path: Path) -> None:
             os.unlink(tmp)
         raise
     fsync_dir(path.parent)
-
-
-def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
-    """Replace `path` with `data` atomically (temp file, fsync, rename, fsync dir)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            if durable:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:  # disk full: no temp file left behind
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    if durable:
-        fsync_dir(path.parent)
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename or a new file in `path` durable (a no-op where unsupported)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

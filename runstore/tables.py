@@ -15,7 +15,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ._native import NumberRows, float_rows
+from . import _native
 from ._storable import key_text
 from .format import (
     EVENTS,
@@ -28,6 +28,9 @@ from .jsonl import JSON_OPTIONS, Columns, json_default, record_count, slice_colu
 __all__ = [
     "SEAL_SCHEMAS",
     "MetricsHint",
+    "NumberRows",
+    "batch_rows",
+    "float_rows",
     "number_rows_table",
     "safe_table",
     "table_from_columns",
@@ -216,6 +219,88 @@ def _uniform_floats_table(
     return _assemble_metrics(
         writer, columns, parents, key_column, value_column, dictionary=dictionary
     )
+
+
+# -- the rows the C speedups fill ---------------------------------------------------------
+
+_INT64: Final = pa.int64()
+_INT32: Final = pa.int32()
+_FLOAT64: Final = pa.float64()
+_TS: Final = pa.timestamp("us", tz="UTC")  # format.SCHEMAS' ts
+#: The `kind` of a value by the C code's codes (KIND_FLOAT, KIND_INT, KIND_BOOL).
+_KIND_CODES: Final = pa.array(["float", "int", "bool"], pa.string())
+
+
+class NumberRows:
+    """A batch of numeric metrics calls (floats, ints, bools) as the columns of the
+    metrics table, one row per key of a call: Arrow arrays over buffers the C code
+    filled in one pass."""
+
+    __slots__ = (
+        "categories",
+        "category",
+        "finite",
+        "key",
+        "keys",
+        "kind",
+        "seq",
+        "ts",
+        "uniform",
+        "value",
+    )
+
+    def __init__(self, rows: int, buffers: list[pa.Buffer], found: tuple[Any, ...]) -> None:
+        ts, seq, value, key, category, kind = buffers
+        self.keys: list[str] = found[0]
+        self.categories: list[str] = found[1]
+        #: One category, every call the keys of the first in its order (a training loop).
+        self.uniform: bool = found[2]
+        #: No NaN or infinity among the floats.
+        self.finite: bool = found[3]
+        self.ts = pa.Array.from_buffers(_TS, rows, [None, ts])
+        self.seq = pa.Array.from_buffers(_INT64, rows, [None, seq])
+        self.value = pa.Array.from_buffers(_FLOAT64, rows, [None, value])
+        self.key = pa.DictionaryArray.from_arrays(
+            pa.Array.from_buffers(_INT32, rows, [None, key]), pa.array(self.keys, pa.string())
+        )
+        self.category = pa.DictionaryArray.from_arrays(
+            pa.Array.from_buffers(_INT32, rows, [None, category]),
+            pa.array(self.categories, pa.string()),
+        )
+        self.kind = pa.DictionaryArray.from_arrays(
+            pa.Array.from_buffers(_INT32, rows, [None, kind]), _KIND_CODES
+        )
+
+
+def _buffers(rows: int) -> list[pa.Buffer]:
+    # Arrow's memory pool keeps freed pages for the next batch: fresh pages from the OS
+    # would each cost a page fault (~4 µs on a VM).
+    return [pa.allocate_buffer(rows * 8) for _ in range(3)] + [
+        pa.allocate_buffer(rows * 4) for _ in range(3)
+    ]
+
+
+def batch_rows(batch: Any) -> NumberRows:
+    """A batch taken from a `MetricsBuffer` as NumberRows."""
+    rows: int = batch.rows
+    buffers = _buffers(rows)
+    return NumberRows(rows, buffers, batch.fill(*buffers))
+
+
+def float_rows(columns: dict[str, list[Any]]) -> NumberRows | None:
+    """The metrics batch `columns` as NumberRows if every value is a float, else None
+    (also without the speedups, or for a key that is not a string)."""
+    if _native.speedups is None:
+        return None
+    values = columns["values"]
+    rows = _native.speedups.count_rows(values)
+    if rows is None:
+        return None
+    buffers = _buffers(rows)
+    found = _native.speedups.fill_float_rows(
+        columns["ts_ns"], columns["seq"], columns["category"], values, rows, *buffers
+    )
+    return None if found is None else NumberRows(rows, buffers, found)
 
 
 def number_rows_table(writer: str, rows: NumberRows, dictionary: bool) -> pa.Table:

@@ -23,26 +23,21 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
-import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from ._drain import Drainer
+from ._durable import atomic_write_bytes, fsync_dir
 from ._latest import LatestMetrics
 from ._lifecycle import register, unregister
-from ._native import batch_rows, float_rows, metrics_buffer
+from ._native import metrics_buffer
 from ._process import process_start_time, ray_labels
-from ._storable import clean_text, storable_columns
+from ._storable import clean_text
 from ._stream import (
-    PendingDrain,
     Stream,
-    batch_columns,
-    line_records,
     metric_columns,
     newest_columns,
-    take_batches,
-    take_numbers,
 )
 from .errors import RunDirectoryError
 from .format import (
@@ -61,22 +56,16 @@ from .format import (
     WriterManifest,
     utc_now,
 )
-from .jsonl import MAX_RECORDS_PER_LINE, Columns, encode_lines, header_line, record_count
-from .segments import atomic_write_bytes, fsync_dir, read_segment, write_parquet_atomic
-from .tables import MetricsHint, number_rows_table, table_from_columns, uniform_keys
+from .jsonl import header_line
+from .segments import read_segment, write_parquet_atomic
 
 __all__ = ["RunWriter", "WriterOptions", "new_writer_id"]
 
 _MiB = 1024 * 1024
-#: Keep one record in this many across a drain (see RunWriter._drain): a 1 MiB arena
-#: holds ~3,000 records, so every arena keeps a few.
-_BALLAST_STRIDE = 512
 #: Longest a logging call waits for a writer that fell behind (see RunWriter.wake).
 _CATCH_UP_SECONDS: Final = 1.0
 #: Disk space each writer holds back for its final manifests (see RunWriter._make_reserve).
 _RESERVE_BYTES: Final = 64 * 1024
-#: How the C speedups format floats and names in live lines: as everything else is.
-_DUMPS: Final = orjson.dumps
 
 
 @dataclass(frozen=True)
@@ -98,15 +87,6 @@ class WriterOptions:
 
 def new_writer_id() -> str:
     return f"w{os.getpid()}-{secrets.token_hex(3)}"
-
-
-class _Hint(NamedTuple):
-    """What converting a metrics batch found out, for the steps after it."""
-
-    #: The batch's `uniform_keys`, or None (differ, or not looked for).
-    keys: list[str] | None
-    #: Every value a finite float: JSON needs none of orjson's slower options.
-    finite: bool
 
 
 class RunWriter:
@@ -151,8 +131,7 @@ class RunWriter:
         self._lost_in_fault = 0
         self._attachments = itertools.count(1)
         self._latest = LatestMetrics()
-        #: A few records of the last drained batch, kept until the next drain; see _drain.
-        self._ballast: list[Any] = []
+        self._drainer = Drainer(self.writer_id, self._latest, self._report, self._lost)
         self._run_dir_inode: int | None = None
         self._has_reserve = False
         #: When the last cycle whose writes all went through began: every record logged
@@ -312,7 +291,7 @@ class RunWriter:
             self._cycle(force_heartbeat=True)  # the run folder checked once more
             if self.buffers[EVENTS].records:  # a storage_fault event of that cycle
                 self._cycle(force_heartbeat=False)
-            self._ballast = []  # no next drain to keep memory for
+            self._drainer.ballast = []  # no next drain to keep memory for
             for stream in self.buffers.values():
                 self._seal(stream, closing=True)
             self._count_unwritten()
@@ -431,51 +410,9 @@ class RunWriter:
                 self._write_writer_manifest(durable=False)
 
     def _drain(self, stream: Stream) -> None:
-        native = take_numbers(stream)
-        batches = take_batches(stream)
-        native_lines: list[bytes] = []
-        if native is not None:
-            try:
-                native_lines = self._native_lines(native)
-            except (UnicodeEncodeError, TypeError, ValueError):
-                # Text UTF-8 cannot hold (a lone surrogate in a key or category): the
-                # Python way, which stores it as `_storable` says.
-                batches.append((storable_columns(batch_columns(native)), False))
-                native = None
-        count = sum(record_count(columns) for columns, _ in batches)
-        if native is not None:
-            count += len(native)
-        if not count:
+        entry = self._drainer.drain(stream)
+        if entry is None:
             return
-        if stream.name == METRICS and batches:
-            # The batch's objects fill whole 1 MiB arenas of Python's allocator, which
-            # hands an arena back to the OS once all of it is free: the next batch would
-            # then fault in fresh pages (~4 µs a page on a VM; ~100 ns per record). A few
-            # records spread through the batch, kept until the next drain, keep them.
-            self._ballast = [
-                values[::_BALLAST_STRIDE] for columns, _ in batches for values in columns.values()
-            ]
-        tables, hints = self._tables(stream, batches)
-        if stream.name == METRICS:
-            for (columns, _), hint in zip(batches, hints, strict=True):
-                self._latest.fold(columns, hint.keys)
-        data: list[bytes] = []
-        per_line: list[int] = []  # records on each line
-        try:
-            for (columns, _), hint in zip(batches, hints, strict=True):
-                # Known finite floats: no search for what JSON would write as null.
-                lines = encode_lines(stream.name, columns, finite=hint.finite)
-                data += lines
-                per_line += line_records(record_count(columns), len(lines))
-        except Exception as exc:  # a bug, not a storage fault: count it, never hide it
-            self._lost(count)
-            self._report(f"cannot encode {count} {stream.name} records ({exc!r}); lost")
-            return
-        if native is not None:
-            tables = self._native_table(stream, native, tables)
-            data += native_lines
-            per_line += line_records(len(native), len(native_lines))
-        entry = PendingDrain(data, per_line, tables, sum(map(len, data)))
         stream.pending.append(entry)
         stream.pending_bytes += entry.size
         limit = self.options.max_pending_bytes
@@ -483,71 +420,6 @@ class RunWriter:
             dropped = stream.pending.popleft()
             stream.pending_bytes -= dropped.size
             self._lost(dropped.records)
-
-    def _native_lines(self, batch: Any) -> list[bytes]:
-        """A batch of C-recorded calls as JSONL lines, in one C pass."""
-        lines: list[bytes] | None = batch.lines(_DUMPS, MAX_RECORDS_PER_LINE)
-        if lines is None:  # a NaN or an infinity: the `special` column
-            lines = encode_lines(METRICS, batch_columns(batch))
-        return lines
-
-    def _native_table(
-        self, stream: Stream, batch: Any, tables: list[pa.Table] | None
-    ) -> list[pa.Table] | None:
-        """A batch of C-recorded calls folded into the latest values and converted to
-        Arrow (added to `tables`; None if that failed), each in one C pass."""
-        self._latest.fold(newest_columns(batch))
-        if tables is not None:
-            try:
-                tables.append(number_rows_table(self.writer_id, batch_rows(batch), dictionary=True))
-            except Exception as exc:
-                self._conversion_failed(stream, exc)
-                return None
-        return tables
-
-    def _tables(
-        self, stream: Stream, batches: list[tuple[Columns, bool]]
-    ) -> tuple[list[pa.Table] | None, list[_Hint]]:
-        """The batches as Arrow tables for sealing, or None (then the segment is sealed
-        from its JSONL); and what the conversion learnt of each batch."""
-        metrics = stream.name == METRICS
-        # Once a conversion failed, the live segment is sealed from its file anyway.
-        convert = stream.tables is not None
-        tables: list[pa.Table] = []
-        hints: list[_Hint] = []
-        try:
-            for columns, all_floats in batches:
-                rows = float_rows(columns) if all_floats else None
-                if rows is not None:  # converted in C in one pass
-                    hints.append(_Hint(rows.keys if rows.uniform else None, rows.finite))
-                    if convert:
-                        tables.append(number_rows_table(self.writer_id, rows, dictionary=True))
-                    continue
-                # Whether a batch's calls all logged the same keys (the usual loop), found
-                # once for the Arrow conversion and the latest values alike.
-                keys = uniform_keys(columns["values"]) if metrics else None
-                if not convert:
-                    hints.append(_Hint(keys, False))
-                    continue
-                hint = MetricsHint(all_floats, keys) if metrics else None
-                table = table_from_columns(
-                    stream.name, self.writer_id, columns, hint=hint, dictionary=True
-                )
-                tables.append(table)
-                hints.append(_Hint(keys, all_floats and _all_finite(table)))
-        except Exception as exc:
-            self._conversion_failed(stream, exc)
-            hints += [_Hint(None, False)] * (len(batches) - len(hints))
-            convert = False
-        return (tables if convert else None), hints
-
-    def _conversion_failed(self, stream: Stream, exc: Exception) -> None:
-        """Records that did not convert to Arrow (a bug): reported; the live segment is
-        then sealed from its JSONL, as any reader reads it."""
-        self._report(
-            f"cannot convert {stream.name} records to Arrow ({exc!r}); "
-            "the segment will be sealed from its JSONL"
-        )
 
     def _write_pending(self, stream: Stream) -> bool:
         if not stream.pending:
@@ -739,6 +611,7 @@ class RunWriter:
         """A forked child gets a writer of its own; the parent's unflushed records stay
         the parent's."""
         self.writer_id = new_writer_id()
+        self._drainer = Drainer(self.writer_id, self._latest, self._report, self._lost)
         self.manifest = None
         for stream in self.buffers.values():
             stream.forget()
@@ -753,11 +626,6 @@ class RunWriter:
         except OSError as exc:
             self._fault_seen(f"cannot write the writer manifest: {exc.strerror or exc}")
         self._thread = self._start_thread()
-
-
-def _all_finite(table: pa.Table) -> bool:
-    """Whether every metric value of a table is a finite number."""
-    return pc.all(pc.is_finite(table["value"])).as_py() is True
 
 
 def _size(path: Path) -> int | None:

@@ -17,10 +17,9 @@ from hypothesis import strategies as st
 
 import runstore
 from runstore import FinishedLoggerError, open_run, read_run
-from runstore._native import batch_rows
 from runstore.format import METRICS, RECORD_FIELDS
 from runstore.jsonl import columns_of_records, decode_lines
-from runstore.tables import number_rows_table, table_from_columns
+from runstore.tables import batch_rows, number_rows_table, table_from_columns
 
 from .conftest import IMPLEMENTATIONS, implementation, run_python
 
@@ -232,7 +231,7 @@ def _decoded(table: pa.Table) -> list[dict[str, Any]]:
 
 
 def test_c_conversion_leaves_other_batches_to_python() -> None:
-    from runstore._native import float_rows
+    from runstore.tables import float_rows
 
     with implementation("c"):
         assert float_rows(columns_of_records(METRICS, [(1, 1, "c", {"a": 1})])) is None

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import runstore._drain
 import runstore._stream
 import runstore.writer
 from runstore import RuntimeContext, WriterOptions, open_run, read_run
@@ -178,8 +179,8 @@ def unconverted(
 
     # Both ways the writer converts: in Python, and from the C speedups' rows.
     with monkeypatch.context() as patch:
-        patch.setattr(runstore.writer, "table_from_columns", failing)
-        patch.setattr(runstore.writer, "number_rows_table", failing)
+        patch.setattr(runstore._drain, "table_from_columns", failing)
+        patch.setattr(runstore._drain, "number_rows_table", failing)
         ctx = open_run(root, env={})
         for index in range(10):
             ctx.set_metrics({"i": float(index)}, "c")
