@@ -1,17 +1,18 @@
 """A drain: what a stream's buffer holds, taken at one flush and encoded as JSONL lines
-(for the live segment) and Arrow tables (to seal it from memory), with the newest metric
-values folded in. The C speedups' calls (a `MetricsBuffer`) and the Python lists are
-taken together; either may be empty.
+(for the live segment) and, once the stream converts to Arrow (`Stream.arrow`), as Arrow
+tables (to seal it from memory), with the newest metric values folded in. The C
+speedups' calls (a `MetricsBuffer`) and the Python lists are taken together; either may
+be empty. pyarrow is imported by the first drain that converts: a job whose streams all
+stay small never loads it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Final, NamedTuple
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 import orjson
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from ._latest import LatestMetrics
 from ._storable import storable_columns
@@ -25,17 +26,20 @@ from ._stream import (
     take_numbers,
 )
 from .format import METRICS
-from .jsonl import MAX_RECORDS_PER_LINE, Columns, encode_lines, record_count
-from .tables import (
-    MetricsHint,
-    batch_rows,
-    float_rows,
-    number_rows_table,
-    table_from_columns,
-    uniform_keys,
-)
+from .jsonl import MAX_RECORDS_PER_LINE, Columns, encode_lines, record_count, uniform_keys
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = ["Drainer"]
+
+
+def _arrow() -> ModuleType:
+    """`tables` (and with it pyarrow), imported by the first drain that converts."""
+    from . import tables
+
+    return tables
+
 
 #: Keep one record in this many across a drain (see Drainer.drain): a 1 MiB arena holds
 #: ~3,000 records, so every arena keeps a few.
@@ -97,7 +101,14 @@ class Drainer:
             self.ballast = [
                 values[::_BALLAST_STRIDE] for columns, _ in batches for values in columns.values()
             ]
-        tables, hints = self._tables(stream, batches)
+        if stream.arrow:
+            tables, hints = self._tables(stream, batches)
+        else:  # kept as lines only: what the latest values and JSON need, in Python
+            tables = None
+            metrics = stream.name == METRICS
+            hints = [
+                _Hint(uniform_keys(c["values"]) if metrics else None, False) for c, _ in batches
+            ]
         if stream.name == METRICS:
             for (columns, _), hint in zip(batches, hints, strict=True):
                 self._latest.fold(columns, hint.keys)
@@ -133,8 +144,10 @@ class Drainer:
         Arrow (added to `tables`; None if that failed), each in one C pass."""
         self._latest.fold(newest_columns(batch))
         if tables is not None:
+            arrow = _arrow()
             try:
-                tables.append(number_rows_table(self.writer_id, batch_rows(batch), dictionary=True))
+                rows = arrow.batch_rows(batch)
+                tables.append(arrow.number_rows_table(self.writer_id, rows, dictionary=True))
             except Exception as exc:
                 self._conversion_failed(stream, exc)
                 return None
@@ -145,6 +158,7 @@ class Drainer:
     ) -> tuple[list[pa.Table] | None, list[_Hint]]:
         """The batches as Arrow tables for sealing, or None (then the segment is sealed
         from its JSONL); and what the conversion learnt of each batch."""
+        arrow = _arrow()
         metrics = stream.name == METRICS
         # Once a conversion failed, the live segment is sealed from its file anyway.
         convert = stream.tables is not None
@@ -152,11 +166,13 @@ class Drainer:
         hints: list[_Hint] = []
         try:
             for columns, all_floats in batches:
-                rows = float_rows(columns) if all_floats else None
+                rows = arrow.float_rows(columns) if all_floats else None
                 if rows is not None:  # converted in C in one pass
                     hints.append(_Hint(rows.keys if rows.uniform else None, rows.finite))
                     if convert:
-                        tables.append(number_rows_table(self.writer_id, rows, dictionary=True))
+                        tables.append(
+                            arrow.number_rows_table(self.writer_id, rows, dictionary=True)
+                        )
                     continue
                 # Whether a batch's calls all logged the same keys (the usual loop), found
                 # once for the Arrow conversion and the latest values alike.
@@ -164,12 +180,12 @@ class Drainer:
                 if not convert:
                     hints.append(_Hint(keys, False))
                     continue
-                hint = MetricsHint(all_floats, keys) if metrics else None
-                table = table_from_columns(
+                hint = arrow.MetricsHint(all_floats, keys) if metrics else None
+                table = arrow.table_from_columns(
                     stream.name, self.writer_id, columns, hint=hint, dictionary=True
                 )
                 tables.append(table)
-                hints.append(_Hint(keys, all_floats and _all_finite(table)))
+                hints.append(_Hint(keys, all_floats and arrow.all_finite(table)))
         except Exception as exc:
             self._conversion_failed(stream, exc)
             hints += [_Hint(None, False)] * (len(batches) - len(hints))
@@ -183,8 +199,3 @@ class Drainer:
             f"cannot convert {stream.name} records to Arrow ({exc!r}); "
             "the segment will be sealed from its JSONL"
         )
-
-
-def _all_finite(table: pa.Table) -> bool:
-    """Whether every metric value of a table is a finite number."""
-    return pc.all(pc.is_finite(table["value"])).as_py() is True

@@ -77,10 +77,18 @@ class Stream:
     number: int = 1
     #: Records written to the live segment.
     segment_records: int = 0
-    #: The live segment's records as Arrow, converted at each flush, so sealing is
-    #: concat + write (and a segment removed under us is sealed from memory); None after
-    #: a conversion failed (sealing then decodes the file).
-    tables: list[Any] | None = field(default_factory=list)
+    #: Whether the stream converts each drain to Arrow: once its first segment grew past
+    #: `WriterOptions.jsonl_bytes`. Until then a segment is kept as lines only (`held`),
+    #: and one left at close stays JSONL.
+    arrow: bool = False
+    #: The live segment's records as Arrow, converted at each flush (`arrow`), so
+    #: sealing is concat + write (and a segment removed under us is sealed from memory);
+    #: None when not converted, or after a conversion failed (sealing then decodes the
+    #: file).
+    tables: list[Any] | None = None
+    #: The live segment's lines as written (header aside) while the stream is not
+    #: `arrow`: a segment removed under us is written again from them.
+    held: list[bytes] | None = field(default_factory=list)
     written_bytes: int = 0  # size of the live file as we wrote it, header included
     opened_at: float = 0.0
     #: Drained records not yet on disk, one entry per drain, oldest first.
@@ -112,7 +120,8 @@ class Stream:
                 raise OSError(errno.ENOSPC, "waiting for room on the disk")
             whole = fit == len(entry.lines)
             if whole:
-                self._write_or_cut(fd, entry.lines, entry.size)
+                lines = entry.lines
+                self._write_or_cut(fd, lines, entry.size)
                 records = entry.records
                 self.pending.popleft()
                 self.pending_bytes -= entry.size
@@ -128,6 +137,8 @@ class Stream:
                 self.pending_bytes -= written
             self.segment_records += records
             self.written_records += records
+            if self.held is not None:
+                self.held.extend(lines)
             if self.tables is not None and entry.tables is not None and whole:
                 self.tables.extend(entry.tables)
             else:

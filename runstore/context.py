@@ -29,7 +29,7 @@ from .format import (
     load_run_manifest,
     utc_now,
 )
-from .jsonl import JSON_OPTIONS
+from .jsonl import json_options
 from .logger import COMPLETE_MESSAGE, RunLogger, check_category, repr_with_warning
 from .writer import RunWriter, WriterOptions
 
@@ -41,7 +41,7 @@ def _new_run_id() -> str:
 
 
 def _jsonable(value: Any) -> Any:
-    return orjson.loads(orjson.dumps(value, option=JSON_OPTIONS, default=repr_with_warning))
+    return orjson.loads(orjson.dumps(value, option=json_options(), default=repr_with_warning))
 
 
 class RuntimeContext:

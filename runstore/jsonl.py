@@ -10,7 +10,11 @@ only this.
 
 from __future__ import annotations
 
+import itertools
+import json
 import math
+import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -38,8 +42,10 @@ __all__ = [
     "encode_lines",
     "header_line",
     "json_default",
+    "json_options",
     "record_count",
     "slice_columns",
+    "uniform_keys",
 ]
 
 #: A batch of records by field: {field name: [value of each record]}.
@@ -51,8 +57,20 @@ MAX_RECORDS_PER_LINE: Final = 8192
 
 #: How runstore encodes JSON everywhere: numpy values as numbers, non-string keys as text.
 JSON_OPTIONS: Final = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+_WITHOUT_NUMPY: Final = orjson.OPT_NON_STR_KEYS
+
+
+def json_options() -> int:
+    """`JSON_OPTIONS` once numpy is loaded; before, no value can be numpy's, and asking
+    orjson to look for numpy values would import it (~70 ms) at the first bytes or
+    object it does not know."""
+    return JSON_OPTIONS if "numpy" in sys.modules else _WITHOUT_NUMPY
+
+
 _NEWLINE: Final = orjson.OPT_APPEND_NEWLINE
 _NONFINITE: Final = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+#: A run of digits that may be an int beyond 64 bits (2**64 has 20 digits).
+_LONG_DIGITS: Final = re.compile(rb"[0-9]{20}")
 
 
 class JsonText(bytes):
@@ -148,7 +166,7 @@ def encode_lines(stream: str, columns: Columns, *, finite: bool = False) -> list
 
 
 def _encode_line(stream: str, chunk: Columns, finite: bool) -> bytes:
-    options, default = (0, None) if finite else (JSON_OPTIONS, json_default)
+    options, default = (0, None) if finite else (json_options(), json_default)
     try:
         line = orjson.dumps(chunk, option=options | _NEWLINE, default=default)
     except (TypeError, orjson.JSONEncodeError):
@@ -156,7 +174,7 @@ def _encode_line(stream: str, chunk: Columns, finite: bool) -> bytes:
     if stream == METRICS and (not line or (not finite and b"null" in line)):
         # JSON writes NaN and infinities as null: keep them in the `special` column.
         return orjson.dumps(
-            _with_special(chunk), option=JSON_OPTIONS | _NEWLINE, default=json_default
+            _with_special(chunk), option=json_options() | _NEWLINE, default=json_default
         )
     if not line:
         return orjson.dumps(chunk, option=_NEWLINE, default=json_default)  # raises: counted
@@ -241,8 +259,8 @@ def decode_lines(stream: str, data: bytes, *, start: int = 0, where: str = "") -
         if not line.strip():
             continue
         try:
-            parsed = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
+            parsed = _loads(line)
+        except ValueError as exc:  # orjson's and json's JSONDecodeError
             result.problems.append(f"{where} byte {line_offset}: not valid JSON ({exc}); skipped")
             continue
         if type(parsed) is dict and "runstore" in parsed:
@@ -265,6 +283,14 @@ def decode_lines(stream: str, data: bytes, *, start: int = 0, where: str = "") -
     return result
 
 
+def _loads(line: bytes) -> Any:
+    """A line parsed, ints beyond 64 bits exactly (in an event's data: orjson would read
+    them as floats). The common line has none and goes to orjson."""
+    if _LONG_DIGITS.search(line):
+        return json.loads(line)
+    return orjson.loads(line)
+
+
 def _check_header(stream: str, header: dict[str, Any]) -> str | None:
     if header.get("stream") != stream:
         return f"not a {stream} segment header"
@@ -273,3 +299,26 @@ def _check_header(stream: str, header: dict[str, Any]) -> str | None:
     except RunstoreError as exc:
         return str(exc)
     return None
+
+
+#: Calls whose keys are compared at once in `uniform_keys`.
+_KEY_CHECK_SLICE: Final = 1024
+
+
+def uniform_keys(values: Sequence[dict[Any, Any]]) -> list[str] | None:
+    """The keys of the first record if every record has exactly those string keys, in
+    that order (the usual training loop); else None."""
+    if not values:
+        return None
+    keys = list(values[0])
+    if not keys or not all(type(key) is str for key in keys):
+        return None
+    step = _KEY_CHECK_SLICE  # compared in C a slice at a time: a list the size of the
+    expected = keys * step  # batch would be fresh memory (page faults)
+    for start in range(0, len(values), step):
+        chunk = values[start : start + step]
+        if len(chunk) < step:
+            expected = keys * len(chunk)
+        if list(itertools.chain.from_iterable(chunk)) != expected:
+            return None
+    return keys

@@ -28,7 +28,7 @@ from .format import (
     LogLevel,
     utc_now,
 )
-from .jsonl import JSON_OPTIONS, JsonText
+from .jsonl import JsonText, json_options
 from .writer import RunWriter
 
 __all__ = ["COMPLETE_MESSAGE", "RunLogger", "check_category", "repr_with_warning"]
@@ -55,13 +55,13 @@ def _json_bytes(data: object) -> bytes:
     """`data` as JSON now, so later changes by the job cannot alter what was logged.
     The writer takes plain bytes in a record as JSON (an event's data)."""
     try:
-        return orjson.dumps(data, option=JSON_OPTIONS, default=repr_with_warning)
+        return orjson.dumps(data, option=json_options(), default=repr_with_warning)
     except (TypeError, orjson.JSONEncodeError):
         pass
     # Lone surrogates, keys JSON cannot name, ints beyond 64 bits: see _storable.
     ready = json_ready(data)
     try:
-        return orjson.dumps(ready, option=JSON_OPTIONS, default=repr_with_warning)
+        return orjson.dumps(ready, option=json_options(), default=repr_with_warning)
     except (TypeError, orjson.JSONEncodeError):  # ints beyond 64 bits, very deep nesting
         import json
 

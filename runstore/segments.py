@@ -30,6 +30,7 @@ __all__ = [
     "check_sealed",
     "read_segment",
     "remove_temp_files",
+    "sealed_table",
     "unreadable",
     "write_parquet_atomic",
 ]
@@ -160,6 +161,11 @@ _PARQUET_OPTIONS: Final[dict[str, Any]] = {
     # runs read the archive (`compact`), which keeps every statistic.
     "write_statistics": ["ts", "seq"],
 }
+
+
+def sealed_table(tables: list[pa.Table]) -> pa.Table:
+    """A live segment's tables, converted drain by drain, as the one table to seal."""
+    return pa.concat_tables(tables)
 
 
 def write_parquet_atomic(table: pa.Table, path: Path) -> None:

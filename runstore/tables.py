@@ -6,6 +6,7 @@ rows the C speedups recorded, converted with the store schemas of `format.SCHEMA
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import itemgetter
@@ -23,18 +24,25 @@ from .format import (
     RECORD_FIELDS,
     SCHEMAS,
 )
-from .jsonl import JSON_OPTIONS, Columns, json_default, record_count, slice_columns
+from .jsonl import (
+    JSON_OPTIONS,
+    Columns,
+    json_default,
+    record_count,
+    slice_columns,
+    uniform_keys,
+)
 
 __all__ = [
     "SEAL_SCHEMAS",
     "MetricsHint",
     "NumberRows",
+    "all_finite",
     "batch_rows",
     "float_rows",
     "number_rows_table",
     "safe_table",
     "table_from_columns",
-    "uniform_keys",
 ]
 
 
@@ -59,7 +67,10 @@ def _timestamps(ts_ns: Sequence[Any]) -> pa.Array:
 def _json_text(value: object) -> str:
     if isinstance(value, bytes):
         return value.decode()
-    return orjson.dumps(value, option=JSON_OPTIONS, default=json_default).decode()
+    try:
+        return orjson.dumps(value, option=JSON_OPTIONS, default=json_default).decode()
+    except TypeError:  # an int beyond 64 bits, read back from a live line
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=repr)
 
 
 def _metric_value(value: Any) -> tuple[float | None, str, str | None]:
@@ -141,9 +152,6 @@ def _assemble_metrics(
     )
 
 
-_KEY_CHECK_SLICE: Final = 1024
-
-
 @dataclass(frozen=True)
 class MetricsHint:
     """What the writer knows of a batch of metrics calls, so the conversion need not
@@ -155,25 +163,6 @@ class MetricsHint:
 
 
 #: `table_from_columns(keys=...)` when the caller has not looked for `uniform_keys`.
-
-
-def uniform_keys(values: Sequence[dict[Any, Any]]) -> list[str] | None:
-    """The keys of the first record if every record has exactly those string keys, in
-    that order (the usual training loop); else None."""
-    if not values:
-        return None
-    keys = list(values[0])
-    if not keys or not all(type(key) is str for key in keys):
-        return None
-    step = _KEY_CHECK_SLICE  # compared in C a slice at a time: a list the size of the
-    expected = keys * step  # batch would be fresh memory (page faults)
-    for start in range(0, len(values), step):
-        chunk = values[start : start + step]
-        if len(chunk) < step:
-            expected = keys * len(chunk)
-        if list(itertools.chain.from_iterable(chunk)) != expected:
-            return None
-    return keys
 
 
 #: width -> (call of each row, key of each row) for batches of that many keys a call,
@@ -219,6 +208,11 @@ def _uniform_floats_table(
     return _assemble_metrics(
         writer, columns, parents, key_column, value_column, dictionary=dictionary
     )
+
+
+def all_finite(table: pa.Table) -> bool:
+    """Whether every metric value of a table is a finite number."""
+    return pc.all(pc.is_finite(table["value"])).as_py() is True
 
 
 # -- the rows the C speedups fill ---------------------------------------------------------

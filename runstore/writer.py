@@ -23,9 +23,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
-
-import pyarrow as pa
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Final
 
 from ._drain import Drainer
 from ._durable import atomic_write_bytes, fsync_dir
@@ -57,9 +56,20 @@ from .format import (
     utc_now,
 )
 from .jsonl import header_line
-from .segments import read_segment, write_parquet_atomic
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = ["RunWriter", "WriterOptions", "new_writer_id"]
+
+
+def _sealing() -> ModuleType:
+    """`segments` (pyarrow, Parquet), imported when a segment is first sealed: a job
+    whose segments all stay small (see `WriterOptions.jsonl_bytes`) never loads it."""
+    from . import segments
+
+    return segments
+
 
 _MiB = 1024 * 1024
 #: Longest a logging call waits for a writer that fell behind (see RunWriter.wake).
@@ -74,6 +84,12 @@ class WriterOptions:
 
     #: Seconds between writes; a SIGKILL loses at most this much of the newest records.
     flush_interval: float = 0.1
+    #: A stream's first segment is kept as JSONL only up to this many bytes: not
+    #: converted to Arrow as it grows, and left as JSONL if the writer closes first (read
+    #: the same; the archive takes it). A job that logs little never loads pyarrow. Past
+    #: it the segment is sealed, and the stream converts every flush to Arrow from then on
+    #: (from the start with 0: every segment sealed, also at close).
+    jsonl_bytes: int = 1 * _MiB
     #: A live segment is sealed into Parquet once it holds this many bytes ...
     seal_bytes: int = 16 * _MiB
     #: ... or is this many seconds old, and always when the writer closes.
@@ -118,6 +134,7 @@ class RunWriter:
         self.manifest = manifest
         self.buffers = {name: Stream(name, run_dir / STREAMS_DIR / name) for name in STREAMS}
         self.buffers[METRICS].numbers = metrics_buffer()
+        self._start_streams()
         self._labels = dict(labels or {})
         self.writer_manifest = self._new_writer_manifest()
         self._io_lock = threading.RLock()
@@ -143,6 +160,12 @@ class RunWriter:
         register(self)
 
     # -- setup -------------------------------------------------------------------------
+
+    def _start_streams(self) -> None:
+        """With `jsonl_bytes` 0, every stream converts to Arrow from its first record."""
+        if self.options.jsonl_bytes <= 0:
+            for stream in self.buffers.values():
+                stream.arrow, stream.tables, stream.held = True, [], None
 
     def _create_directories(self) -> None:
         """Make the run's folders and first manifests now, so a bad root fails at start."""
@@ -392,7 +415,10 @@ class RunWriter:
         now = time.monotonic()
         if ok:
             for stream in self.buffers.values():
-                if stream.written_bytes and (
+                if not stream.arrow and stream.written_bytes >= self.options.jsonl_bytes:
+                    stream.arrow = True  # it logs enough: Arrow from its next segment on
+                    self._seal(stream, closing=False)
+                elif stream.written_bytes and (
                     stream.written_bytes >= self.options.seal_bytes
                     or now - stream.opened_at >= self.options.seal_age
                 ):
@@ -466,10 +492,18 @@ class RunWriter:
         deleted): seal its records from memory and go on in a new segment."""
         live = self._segment_path(stream)
         count = stream.segment_records
+        if stream.held is not None:  # the same segment, written again from its lines
+            self._report(f"{live} was removed or changed; writing its {count} records again")
+            stream.directory.mkdir(parents=True, exist_ok=True)
+            header = header_line(stream.name, self.writer_id, stream.number)
+            data = b"".join([header, *stream.held])
+            atomic_write_bytes(live, data, durable=False)
+            stream.written_bytes = len(data)
+            return
         if stream.tables:
             self._report(f"{live} was removed or changed; writing its {count} records again")
             stream.directory.mkdir(parents=True, exist_ok=True)
-            self._write_sealed(stream, pa.concat_tables(stream.tables))
+            self._write_sealed(stream, _sealing().sealed_table(stream.tables))
         else:  # only the file held them (their conversion to Arrow failed)
             self._report(f"{live} was removed or changed; its {count} records are lost")
             self.writer_manifest.lost_records += count
@@ -477,7 +511,7 @@ class RunWriter:
 
     def _write_sealed(self, stream: Stream, table: pa.Table) -> None:
         """The live segment's records as its Parquet file; then the JSONL goes."""
-        write_parquet_atomic(table, self._segment_path(stream, sealed=True))
+        _sealing().write_parquet_atomic(table, self._segment_path(stream, sealed=True))
         self._segment_path(stream).unlink(missing_ok=True)
         fsync_dir(stream.directory)
         stream.sealed[stream.number] = stream.segment_records
@@ -485,7 +519,8 @@ class RunWriter:
     def _next_segment(self, stream: Stream) -> None:
         stream.number += 1
         stream.segment_records = 0
-        stream.tables = []
+        stream.tables = [] if stream.arrow else None
+        stream.held = None if stream.arrow else []
         stream.written_bytes = 0
 
     def _seal(self, stream: Stream, *, closing: bool) -> None:
@@ -504,15 +539,19 @@ class RunWriter:
                 self._segment_path(stream).unlink(missing_ok=True)
             self._next_segment(stream)
             return
+        if closing and not stream.arrow:  # small: left as JSONL, no pyarrow loaded for it
+            self._next_segment(stream)
+            return
         now = time.monotonic()
         if not closing and now < stream.next_seal_attempt:
             return
         live = self._segment_path(stream)
+        segments = _sealing()
         try:
             if stream.tables:
-                table = pa.concat_tables(stream.tables)
+                table = segments.sealed_table(stream.tables)
             else:  # read as any reader reads it: a record of bad values is reported
-                table, problems = read_segment(stream.name, live, self.writer_id)
+                table, problems = segments.read_segment(stream.name, live, self.writer_id)
                 for problem in problems:
                     self._report(problem)
             self._write_sealed(stream, table)
@@ -615,6 +654,7 @@ class RunWriter:
         self.manifest = None
         for stream in self.buffers.values():
             stream.forget()
+        self._start_streams()
         self.writer_manifest = self._new_writer_manifest()
         self._io_lock = threading.RLock()
         self._wake = threading.Event()

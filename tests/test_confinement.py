@@ -62,7 +62,7 @@ def _attack(wrapper: str, statement: str, root: Path) -> str:
 
 @pytest.fixture
 def confined_root(root: Path) -> Path:
-    make_run(root, "a")
+    make_run(root, "a", sealed=True)  # a sealed file for queries to try to reach
     return root
 
 

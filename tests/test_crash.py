@@ -63,9 +63,10 @@ def test_sigterm_flushes_and_marks_the_run_failed(root: Path) -> None:
     assert run.status == "failed" and run.manifest.error == "terminated by SIGTERM"
     values = run.metrics.column("value").to_pylist()
     assert values == [float(i) for i in range(len(values))] and len(values) >= 5000
-    assert all(
-        name.suffix == ".parquet" for name in (root / "victim" / "streams" / "metrics").iterdir()
-    )
+    # The writer closed: its final manifest written, every segment whole (no temp file).
+    assert [writer.status for writer in run.writers] == ["closed"]
+    files = list((root / "victim" / "streams").rglob("*"))
+    assert not [f for f in files if f.name.endswith(".tmp")] and run.problems == []
 
 
 def test_exit_without_end_log_and_uncaught_exception_fail_the_run(root: Path) -> None:

@@ -14,8 +14,7 @@ from hypothesis import strategies as st
 from runstore import WriterOptions, open_run, read_run
 from runstore._latest import LatestMetrics
 from runstore.format import METRICS
-from runstore.jsonl import JsonText, columns_of_records
-from runstore.tables import uniform_keys
+from runstore.jsonl import JsonText, columns_of_records, uniform_keys
 
 _records = st.lists(
     st.tuples(

@@ -25,9 +25,13 @@ from runstore.query import VIEWS
 from .conftest import SAMPLE_RUNS
 
 
-def make_run(root: Path, name: str, steps: int = 5, *, finish: bool = True) -> RuntimeContext:
-    """A small training run: progress, two metrics per step, a message, a dev event."""
-    ctx = open_run(root, plugin="yolo-train", action="train", run_id=name, env={})
+def make_run(
+    root: Path, name: str, steps: int = 5, *, finish: bool = True, sealed: bool = False
+) -> RuntimeContext:
+    """A small training run: progress, two metrics per step, a message, a dev event. Its
+    segments stay JSONL at close, as a small job leaves them, unless `sealed`."""
+    options = WriterOptions(jsonl_bytes=0) if sealed else None
+    ctx = open_run(root, plugin="yolo-train", action="train", run_id=name, env={}, options=options)
     for step in range(1, steps + 1):
         ctx.set_progress(step, steps, "train")
         ctx.set_metrics({"loss": 1.0 / step, "accuracy": step / steps}, "train")
@@ -347,7 +351,7 @@ def test_store_is_exported_from_the_package() -> None:
 
 
 def test_sealed_segments_are_read_from_disk_by_the_queries_that_need_them(root: Path) -> None:
-    make_run(root, "a", steps=50)
+    make_run(root, "a", steps=50, sealed=True)
     with Store(root) as store:
         assert rows(store, "SELECT count(*) FROM metrics") == [(100,)]
         # The store holds no sealed record: damage the file under it, and a query

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from runstore import Store, attach_run, export_store, open_run, read_run
+from runstore import Store, WriterOptions, attach_run, export_store, open_run, read_run
 
 ray = pytest.importorskip("ray", reason="ray not installed (runs in .venv-sdk)")
 
@@ -127,7 +127,10 @@ def test_a_killed_actor_keeps_what_it_flushed_and_the_run_reads(
 def test_ray_data_reads_the_sealed_segments_and_the_export(cluster: None, tmp_path: Path) -> None:
     root = tmp_path / "runs"
     for n in range(2):
-        with open_run(root, plugin="p", action="train", run_id=f"run-{n}") as ctx:
+        sealed_at_close = WriterOptions(jsonl_bytes=0)
+        with open_run(
+            root, plugin="p", action="train", run_id=f"run-{n}", options=sealed_at_close
+        ) as ctx:
             for i in range(1000):
                 ctx.set_metrics({"loss": 1 / (i + 1)}, "train")
 

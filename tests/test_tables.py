@@ -13,8 +13,9 @@ from runstore.format import EVENTS, METRICS
 from runstore.jsonl import (
     JsonText,
     decode_lines,
+    uniform_keys,
 )
-from runstore.tables import MetricsHint, table_from_columns, uniform_keys
+from runstore.tables import MetricsHint, table_from_columns
 
 from .conftest import IMPLEMENTATIONS, implementation
 from .records import (

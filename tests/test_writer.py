@@ -16,12 +16,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import runstore._drain
 import runstore._stream
+import runstore.segments
+import runstore.tables
 import runstore.writer
 from runstore import RuntimeContext, WriterOptions, open_run, read_run
 from runstore.format import METRICS, SCHEMAS, load_writer_manifest
 from runstore.reader import read_stream, segment_files
+
+#: Every stream converted to Arrow from the start and every segment sealed at close: the
+#: paths of a job that logs more than `jsonl_bytes`, for the tests of sealing.
+SEALED = WriterOptions(jsonl_bytes=0)
 
 
 def _files(run_dir: Path, stream: str) -> list[str]:
@@ -29,7 +34,7 @@ def _files(run_dir: Path, stream: str) -> list[str]:
 
 
 def test_close_seals_every_segment_into_parquet(root: Path) -> None:
-    with open_run(root, env={}) as ctx:
+    with open_run(root, env={}, options=SEALED) as ctx:
         ctx.set_metrics({"a": 1.0}, "c")
         ctx.flush()
         assert _files(ctx.run_dir, METRICS)[0].endswith(".jsonl")
@@ -40,9 +45,63 @@ def test_close_seals_every_segment_into_parquet(root: Path) -> None:
     assert writer.status == "closed" and writer.records_written == 3  # metrics, event, end msg
 
 
+def test_a_small_run_closes_as_jsonl_read_the_same_as_sealed(root: Path) -> None:
+    runs = {}
+    for name, options in (("small", None), ("sealed", SEALED)):
+        with open_run(root, run_id=name, env={}, options=options) as ctx:
+            for index in range(20):
+                ctx.set_metrics({"a": float(index), "n": index, "s": f"x{index}"}, "c")
+                ctx.log("ev", {"i": index, "big": 2**70})
+                ctx.set_progress(index + 1, 20, "c")
+        runs[name] = read_run(ctx.run_dir)
+    for stream in ("events", "progress", "metrics"):
+        assert [n[-6:] for n in _files(root / "small", stream)] == [".jsonl"]
+        assert [n[-8:] for n in _files(root / "sealed", stream)] == [".parquet"]
+        timing = {"ts", "writer", "elapsed", "time_remaining"}  # differ from run to run
+        small, sealed = (
+            (table := runs[name]._stream(stream)).drop_columns(
+                sorted(timing & set(table.column_names))
+            )
+            for name in runs
+        )
+        assert small.equals(sealed.cast(small.schema)), stream
+
+
+def test_a_stream_past_jsonl_bytes_is_sealed_and_converts_from_then_on(root: Path) -> None:
+    options = WriterOptions(jsonl_bytes=4_000, flush_interval=0.01)
+    with open_run(root, env={}, options=options) as ctx:
+        for index in range(1_000):
+            ctx.set_metrics({"i": float(index)}, "c")
+            if index % 100 == 0:
+                ctx.flush()
+        ctx.flush()
+        metrics = ctx.logger.writer.buffers[METRICS]
+        assert metrics.arrow and metrics.held is None
+        assert any(n.endswith(".parquet") for n in _files(ctx.run_dir, METRICS))
+        assert not ctx.logger.writer.buffers["progress"].arrow  # it logged nothing
+    assert all(n.endswith(".parquet") for n in _files(ctx.run_dir, METRICS))
+    values = read_run(ctx.run_dir).metrics.column("value").to_pylist()
+    assert values == [float(i) for i in range(1_000)]
+
+
+def test_a_small_segment_removed_under_the_job_is_written_again_from_memory(root: Path) -> None:
+    with open_run(root, env={}) as ctx:
+        for index in range(10):
+            ctx.set_metrics({"i": float(index)}, "c")
+        ctx.flush()
+        (live,) = (ctx.run_dir / "streams" / METRICS).glob("*.jsonl")
+        live.unlink()
+        for index in range(10, 20):
+            ctx.set_metrics({"i": float(index)}, "c")
+        ctx.flush()
+    values = read_run(ctx.run_dir).metrics.column("value").to_pylist()
+    assert values == [float(i) for i in range(20)]
+    assert load_writer_manifest(ctx.run_dir / "writers" / f"{ctx.writer_id}.json").lost_records == 0
+
+
 def test_sealed_segments_keep_time_and_order_statistics(root: Path) -> None:
     # docs/format.md promises min/max of ts and seq: what lets a query skip a file.
-    with open_run(root, env={}) as ctx:
+    with open_run(root, env={}, options=SEALED) as ctx:
         for index in range(5):
             ctx.set_metrics({"a": float(index)}, "c")
     (name,) = _files(ctx.run_dir, METRICS)
@@ -69,7 +128,7 @@ def test_large_segments_are_sealed_while_the_job_runs(root: Path) -> None:
 
 def test_sealed_segment_replaces_live_without_duplicates(root: Path) -> None:
     """A crash between writing the Parquet and removing the JSONL leaves both."""
-    with open_run(root, env={}) as ctx:
+    with open_run(root, env={}, options=SEALED) as ctx:
         ctx.set_metrics({"a": 1.0}, "c")
         ctx.flush()
         stream_dir = ctx.run_dir / "streams" / METRICS
@@ -179,9 +238,9 @@ def unconverted(
 
     # Both ways the writer converts: in Python, and from the C speedups' rows.
     with monkeypatch.context() as patch:
-        patch.setattr(runstore._drain, "table_from_columns", failing)
-        patch.setattr(runstore._drain, "number_rows_table", failing)
-        ctx = open_run(root, env={})
+        patch.setattr(runstore.tables, "table_from_columns", failing)
+        patch.setattr(runstore.tables, "number_rows_table", failing)
+        ctx = open_run(root, env={}, options=SEALED)
         for index in range(10):
             ctx.set_metrics({"i": float(index)}, "c")
         ctx.flush()
@@ -264,7 +323,7 @@ def test_sealed_metrics_read_back_as_plain_columns_equal_to_the_live_segment(
 ) -> None:
     """The writer seals from dictionary-encoded tables: any Parquet reader sees the
     documented schema, and the rows are the ones the live segment held."""
-    with open_run(root, env={}) as ctx:
+    with open_run(root, env={}, options=SEALED) as ctx:
         for i in range(50):
             ctx.set_metrics({"loss": 1.0 / (i + 1), "acc": i / 50}, "train")
             ctx.set_metrics({"epoch": i, "note": "x"}, "val")
@@ -287,7 +346,7 @@ def test_a_seal_that_fails_by_a_bug_leaves_a_readable_live_segment_and_a_heartbe
     def broken(table: object, path: object) -> None:
         raise pa.ArrowInvalid("a bug in sealing")
 
-    monkeypatch.setattr(runstore.writer, "write_parquet_atomic", broken)
+    monkeypatch.setattr(runstore.segments, "write_parquet_atomic", broken)
     ctx = open_run(root, env={}, options=WriterOptions(flush_interval=0.01, seal_bytes=1))
     for index in range(20):
         ctx.set_metrics({"i": float(index)}, "c")
