@@ -26,6 +26,12 @@ def load_benchmark(name: str) -> ModuleType:
     return module
 
 
+def replay_command(run_dir: Path, url: str, job_id: str, *extra: str) -> list[str]:
+    """`runstore replay RUN --synapse-url URL --job-id ID ...` in this interpreter."""
+    command = [sys.executable, "-m", "runstore", "replay", str(run_dir)]
+    return [*command, "--synapse-url", url, "--job-id", job_id, *extra]
+
+
 def run_python(code: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Run `code` in a fresh interpreter (a real job process), capturing its output."""
     return subprocess.run(

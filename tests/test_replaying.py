@@ -13,7 +13,7 @@ from runstore.ledger import Ledger, ledger_path
 from runstore.reader import read_run
 from runstore.replaying import _attachment, replay_records
 
-from .conftest import run_python
+from .conftest import replay_command, run_python
 
 
 class Recorder:
@@ -315,23 +315,12 @@ def test_a_replayed_run_is_still_the_same_run_to_unpack(tmp_path: Path) -> None:
 def test_the_replay_command_without_the_sdk_says_what_to_install(tmp_path: Path) -> None:
     import importlib.util
     import subprocess
-    import sys
 
     if importlib.util.find_spec("synapse_sdk") is not None:
         pytest.skip("the SDK is installed here: tests/test_upload.py runs the command")
     run_dir = _make_run(tmp_path / "runs", tmp_path)
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "runstore",
-            "replay",
-            str(run_dir),
-            "--synapse-url",
-            "http://127.0.0.1:9",
-            "--job-id",
-            "j",
-        ],
+        replay_command(run_dir, "http://127.0.0.1:9", "j"),
         capture_output=True,
         text=True,
         timeout=60,

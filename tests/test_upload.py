@@ -30,6 +30,8 @@ from runstore import ReplayError, open_run, read_run, replay
 from runstore.synapse import RunstoreLogger
 from runstore.upload import upload_run
 
+from .conftest import replay_command
+
 SERVER = Path(__file__).parent / "platform_server.py"
 FAST = {"log_flush_interval": 0.05, "progress_flush_interval": 0.05}
 
@@ -200,18 +202,7 @@ def test_a_slow_platform_makes_the_replay_wait_and_nothing_is_dropped(
 
 def _cli(run_dir: Path, platform: Platform, *extra: str, **env: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "runstore",
-            "replay",
-            str(run_dir),
-            "--synapse-url",
-            platform.url,
-            "--job-id",
-            "job-9",
-            *extra,
-        ],
+        replay_command(run_dir, platform.url, "job-9", *extra),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -251,17 +242,7 @@ def test_the_cli_reads_the_token_from_the_environment_only(
     platform.start()
     env = {k: v for k, v in os.environ.items() if k != "SYNAPSE_ACCESS_TOKEN"}
     missing = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "runstore",
-            "replay",
-            str(run_dir),
-            "--synapse-url",
-            platform.url,
-            "--job-id",
-            "j",
-        ],
+        replay_command(run_dir, platform.url, "j"),
         capture_output=True,
         text=True,
         env=env,
