@@ -1,16 +1,21 @@
 """A drain: what a stream's buffer holds, taken at one flush and encoded as JSONL lines
 (for the live segment) and, once the stream converts to Arrow (`Stream.arrow`), as Arrow
-tables (to seal it from memory), with the newest metric values folded in. The C
-speedups' calls (a `MetricsBuffer`) and the Python lists are taken together; either may
-be empty. pyarrow is imported by the first drain that converts: a job whose streams all
-stay small never loads it.
+tables (to seal it from memory), with the newest metric values folded in.
+
+A drain is a list of batches behind one interface (`_Batch`): records the job appended
+to Python lists (`_Records`), and numeric metrics calls the C speedups recorded in their
+own arrays (`_Numbers`, only with the speedups). The drain does the same to each; only
+how a batch makes its lines, its table and its newest values differs, so the C code is
+one replaceable part. pyarrow is imported by the first batch that converts: a job whose
+streams all stay small never loads it.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import orjson
 
@@ -48,13 +53,117 @@ _BALLAST_STRIDE: Final = 512
 _DUMPS: Final = orjson.dumps
 
 
-class _Hint(NamedTuple):
-    """What converting a metrics batch found out, for the steps after it."""
+class _Batch(Protocol):
+    """Records taken from a stream at one drain, by whichever buffer held them."""
 
-    #: The batch's `uniform_keys`, or None (differ, or not looked for).
-    keys: list[str] | None
-    #: Every value a finite float: JSON needs none of orjson's slower options.
-    finite: bool
+    records: int
+
+    def prepare(self, convert: bool) -> Any:
+        """Its Arrow table if `convert` (else None), and what the conversion learns
+        (uniform keys, all finite) for the steps after it. Raises if conversion fails."""
+        ...
+
+    def fold(self, latest: LatestMetrics) -> None:
+        """Its newest metric values into `latest`."""
+        ...
+
+    def lines(self) -> list[bytes]:
+        """Its JSONL lines, at most MAX_RECORDS_PER_LINE records a line."""
+        ...
+
+
+class _Records:
+    """Records the job appended to the stream's Python lists, by column: a metrics batch
+    knows whether all its values are floats (`Stream.records`) or not (`mixed`)."""
+
+    def __init__(self, stream: str, writer_id: str, columns: Columns, all_floats: bool):
+        self.stream = stream
+        self.writer_id = writer_id
+        self.columns = columns
+        self.all_floats = all_floats
+        self.records = record_count(columns)
+        #: The batch's `uniform_keys` (None: they differ, or not looked for) and whether
+        #: every value is a finite float (JSON then needs none of orjson's slower options).
+        self.keys: list[str] | None = None
+        self.finite = False
+
+    def prepare(self, convert: bool) -> Any:
+        if self.stream != METRICS:
+            if not convert:
+                return None
+            return _arrow().table_from_columns(
+                self.stream, self.writer_id, self.columns, dictionary=True
+            )
+        if convert or (self.all_floats and self._arrow_loaded()):
+            arrow = _arrow()
+            rows = arrow.float_rows(self.columns) if self.all_floats else None
+            if rows is not None:  # converted in C in one pass, keys and finiteness found
+                self.keys, self.finite = (rows.keys if rows.uniform else None), rows.finite
+                if not convert:
+                    return None
+                return arrow.number_rows_table(self.writer_id, rows, dictionary=True)
+        # Whether the calls all logged the same keys (the usual loop), found once for the
+        # Arrow conversion and the latest values alike.
+        self.keys = uniform_keys(self.columns["values"])
+        if not convert:
+            return None
+        arrow = _arrow()
+        hint = arrow.MetricsHint(self.all_floats, self.keys)
+        table = arrow.table_from_columns(
+            self.stream, self.writer_id, self.columns, hint=hint, dictionary=True
+        )
+        self.finite = self.all_floats and arrow.all_finite(table)
+        return table
+
+    @staticmethod
+    def _arrow_loaded() -> bool:
+        """Whether the C conversion's hints come free: Arrow is loaded already."""
+        return "pyarrow" in sys.modules
+
+    def fold(self, latest: LatestMetrics) -> None:
+        if self.stream == METRICS:
+            latest.fold(self.columns, self.keys)
+
+    def lines(self) -> list[bytes]:
+        return encode_lines(self.stream, self.columns, finite=self.finite)
+
+
+class _Numbers:
+    """Numeric metrics calls the C speedups recorded (a taken `MetricsBuffer`): lines,
+    table and newest values each made in one C pass."""
+
+    def __init__(self, writer_id: str, batch: Any, lines: list[bytes]) -> None:
+        self.writer_id = writer_id
+        self.batch = batch
+        self.records = len(batch)
+        self._lines = lines
+
+    @classmethod
+    def taken(cls, writer_id: str, batch: Any) -> _Numbers | _Records:
+        """The batch, or its records the Python way if C cannot write their lines (text
+        UTF-8 cannot hold, a lone surrogate in a key or category: stored as `_storable`
+        says)."""
+        try:
+            lines: list[bytes] | None = batch.lines(_DUMPS, MAX_RECORDS_PER_LINE)
+        except (UnicodeEncodeError, TypeError, ValueError):
+            return _Records(METRICS, writer_id, storable_columns(batch_columns(batch)), False)
+        if lines is None:  # a NaN or an infinity: the `special` column
+            lines = encode_lines(METRICS, batch_columns(batch))
+        return cls(writer_id, batch, lines)
+
+    def prepare(self, convert: bool) -> Any:
+        if not convert:
+            return None
+        arrow = _arrow()
+        return arrow.number_rows_table(
+            self.writer_id, arrow.batch_rows(self.batch), dictionary=True
+        )
+
+    def fold(self, latest: LatestMetrics) -> None:
+        latest.fold(newest_columns(self.batch))
+
+    def lines(self) -> list[bytes]:
+        return self._lines
 
 
 class Drainer:
@@ -74,123 +183,58 @@ class Drainer:
         #: A few records of the last drained batch, kept until the next drain; see drain.
         self.ballast: list[Any] = []
 
-    def drain(self, stream: Stream) -> PendingDrain | None:
-        """What `stream` holds now, taken and encoded; None if it holds nothing (or
-        its records could not be encoded: counted as lost and reported)."""
-        native = take_numbers(stream)
-        batches = take_batches(stream)
-        native_lines: list[bytes] = []
-        if native is not None:
-            try:
-                native_lines = self._native_lines(native)
-            except (UnicodeEncodeError, TypeError, ValueError):
-                # Text UTF-8 cannot hold (a lone surrogate in a key or category): the
-                # Python way, which stores it as `_storable` says.
-                batches.append((storable_columns(batch_columns(native)), False))
-                native = None
-        count = sum(record_count(columns) for columns, _ in batches)
-        if native is not None:
-            count += len(native)
-        if not count:
-            return None
-        if stream.name == METRICS and batches:
+    def _take(self, stream: Stream) -> list[_Batch]:
+        records = [
+            _Records(stream.name, self.writer_id, columns, all_floats)
+            for columns, all_floats in take_batches(stream)
+        ]
+        if stream.name == METRICS and records:
             # The batch's objects fill whole 1 MiB arenas of Python's allocator, which
             # hands an arena back to the OS once all of it is free: the next batch would
             # then fault in fresh pages (~4 µs a page on a VM; ~100 ns per record). A few
             # records spread through the batch, kept until the next drain, keep them.
             self.ballast = [
-                values[::_BALLAST_STRIDE] for columns, _ in batches for values in columns.values()
+                values[::_BALLAST_STRIDE] for batch in records for values in batch.columns.values()
             ]
-        if stream.arrow:
-            tables, hints = self._tables(stream, batches)
-        else:  # kept as lines only: what the latest values and JSON need, in Python
-            tables = None
-            metrics = stream.name == METRICS
-            hints = [
-                _Hint(uniform_keys(c["values"]) if metrics else None, False) for c, _ in batches
-            ]
-        if stream.name == METRICS:
-            for (columns, _), hint in zip(batches, hints, strict=True):
-                self._latest.fold(columns, hint.keys)
+        batches: list[_Batch] = [*records]
+        numbers = take_numbers(stream)
+        if numbers is not None:
+            batches.append(_Numbers.taken(self.writer_id, numbers))
+        return batches
+
+    def drain(self, stream: Stream) -> PendingDrain | None:
+        """What `stream` holds now, taken and encoded; None if it holds nothing (or
+        its records could not be encoded: counted as lost and reported)."""
+        batches = self._take(stream)
+        count = sum(batch.records for batch in batches)
+        if not count:
+            return None
+        # Once a conversion failed, the live segment is sealed from its file anyway.
+        convert = stream.arrow and stream.tables is not None
+        tables: list[pa.Table] | None = [] if convert else None
+        for batch in batches:
+            try:
+                table = batch.prepare(convert and tables is not None)
+            except Exception as exc:
+                self._conversion_failed(stream, exc)
+                tables = None
+                continue
+            if tables is not None and table is not None:
+                tables.append(table)
+        for batch in batches:
+            batch.fold(self._latest)
         data: list[bytes] = []
         per_line: list[int] = []  # records on each line
         try:
-            for (columns, _), hint in zip(batches, hints, strict=True):
-                # Known finite floats: no search for what JSON would write as null.
-                lines = encode_lines(stream.name, columns, finite=hint.finite)
+            for batch in batches:
+                lines = batch.lines()
                 data += lines
-                per_line += line_records(record_count(columns), len(lines))
+                per_line += line_records(batch.records, len(lines))
         except Exception as exc:  # a bug, not a storage fault: count it, never hide it
             self._lost(count)
             self._report(f"cannot encode {count} {stream.name} records ({exc!r}); lost")
             return None
-        if native is not None:
-            tables = self._native_table(stream, native, tables)
-            data += native_lines
-            per_line += line_records(len(native), len(native_lines))
         return PendingDrain(data, per_line, tables, sum(map(len, data)))
-
-    def _native_lines(self, batch: Any) -> list[bytes]:
-        """A batch of C-recorded calls as JSONL lines, in one C pass."""
-        lines: list[bytes] | None = batch.lines(_DUMPS, MAX_RECORDS_PER_LINE)
-        if lines is None:  # a NaN or an infinity: the `special` column
-            lines = encode_lines(METRICS, batch_columns(batch))
-        return lines
-
-    def _native_table(
-        self, stream: Stream, batch: Any, tables: list[pa.Table] | None
-    ) -> list[pa.Table] | None:
-        """A batch of C-recorded calls folded into the latest values and converted to
-        Arrow (added to `tables`; None if that failed), each in one C pass."""
-        self._latest.fold(newest_columns(batch))
-        if tables is not None:
-            arrow = _arrow()
-            try:
-                rows = arrow.batch_rows(batch)
-                tables.append(arrow.number_rows_table(self.writer_id, rows, dictionary=True))
-            except Exception as exc:
-                self._conversion_failed(stream, exc)
-                return None
-        return tables
-
-    def _tables(
-        self, stream: Stream, batches: list[tuple[Columns, bool]]
-    ) -> tuple[list[pa.Table] | None, list[_Hint]]:
-        """The batches as Arrow tables for sealing, or None (then the segment is sealed
-        from its JSONL); and what the conversion learnt of each batch."""
-        arrow = _arrow()
-        metrics = stream.name == METRICS
-        # Once a conversion failed, the live segment is sealed from its file anyway.
-        convert = stream.tables is not None
-        tables: list[pa.Table] = []
-        hints: list[_Hint] = []
-        try:
-            for columns, all_floats in batches:
-                rows = arrow.float_rows(columns) if all_floats else None
-                if rows is not None:  # converted in C in one pass
-                    hints.append(_Hint(rows.keys if rows.uniform else None, rows.finite))
-                    if convert:
-                        tables.append(
-                            arrow.number_rows_table(self.writer_id, rows, dictionary=True)
-                        )
-                    continue
-                # Whether a batch's calls all logged the same keys (the usual loop), found
-                # once for the Arrow conversion and the latest values alike.
-                keys = uniform_keys(columns["values"]) if metrics else None
-                if not convert:
-                    hints.append(_Hint(keys, False))
-                    continue
-                hint = arrow.MetricsHint(all_floats, keys) if metrics else None
-                table = arrow.table_from_columns(
-                    stream.name, self.writer_id, columns, hint=hint, dictionary=True
-                )
-                tables.append(table)
-                hints.append(_Hint(keys, all_floats and arrow.all_finite(table)))
-        except Exception as exc:
-            self._conversion_failed(stream, exc)
-            hints += [_Hint(None, False)] * (len(batches) - len(hints))
-            convert = False
-        return (tables if convert else None), hints
 
     def _conversion_failed(self, stream: Stream, exc: Exception) -> None:
         """Records that did not convert to Arrow (a bug): reported; the live segment is
