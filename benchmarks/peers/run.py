@@ -92,7 +92,7 @@ class Peer:
 class Outcome:
     lines: list[dict[str, Any]]
     wall: float
-    peak_rss: int  # bytes, the worker process itself (exact, from the kernel)
+    peak_rss: int  # bytes, the worker process itself (its VmHWM, from the kernel)
     tree_rss: int  # bytes, the worker and what it started, sampled
     returncode: int
     stderr: str = ""
@@ -221,7 +221,11 @@ def finish(process: subprocess.Popen[str], started: float, sampler: _TreeSampler
     for reader in readers:
         reader.join(5)
     lines = [json.loads(line) for line in "".join(out).splitlines() if line.startswith("{")]
-    peak = usage.ru_maxrss * 1024
+    # The worker's own VmHWM when it ended normally: the kernel's ru_maxrss of a child
+    # includes the driver's memory it was forked from (exec keeps that high-water mark).
+    reported = [line["peak_rss"] for line in lines if "peak_rss" in line]
+    lines = [line for line in lines if "peak_rss" not in line]
+    peak = reported[-1] if reported and reported[-1] else usage.ru_maxrss * 1024
     return Outcome(lines, wall, peak, max(sampler.peak, peak), process.returncode, "".join(err))
 
 

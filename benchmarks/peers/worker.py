@@ -165,9 +165,24 @@ TASKS = {
 }
 
 
+def _peak_rss() -> int | None:
+    """This process's peak resident memory (VmHWM), bytes; None where /proc has none.
+
+    Not `ru_maxrss`: Linux carries the forked copy of the driver's memory into it."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def main() -> None:
     adapter, task, arguments = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
     TASKS[task](_adapter(adapter), **arguments)
+    _say(peak_rss=_peak_rss())
 
 
 if __name__ == "__main__":
