@@ -79,7 +79,7 @@ def make_run(root: Path, index: int, rng: random.Random) -> None:
     write_parquet_atomic(table, metrics / segment.filename)
     ended = started + timedelta(seconds=10)
     common = {"run_id": run_id, "host": "bench", "pid": 1000 + index, "started_at": started}
-    (run_dir / WRITERS_DIR / f"{writer}.json").write_text(
+    (run_dir / WRITERS_DIR / f"{writer}.json").write_bytes(
         WriterManifest(
             writer_id=writer,
             heartbeat_at=ended,
@@ -87,9 +87,9 @@ def make_run(root: Path, index: int, rng: random.Random) -> None:
             status="closed",
             records_written=STEPS,
             **common,
-        ).model_dump_json()
+        ).to_json()
     )
-    (run_dir / RUN_MANIFEST).write_text(
+    (run_dir / RUN_MANIFEST).write_bytes(
         RunManifest(
             writer_id=writer,
             plugin="yolo-train",
@@ -98,7 +98,7 @@ def make_run(root: Path, index: int, rng: random.Random) -> None:
             ended_at=ended,
             status="completed",
             **common,
-        ).model_dump_json()
+        ).to_json()
     )
 
 

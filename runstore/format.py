@@ -6,19 +6,20 @@ other module spells a file name or a column list.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from .errors import FormatVersionError, ManifestError
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    from pydantic import TypeAdapter
 
 __all__ = [
     "ATTACHMENTS_DIR",
@@ -55,6 +56,7 @@ __all__ = [
     "load_writer_manifest",
     "looks_like_run_dir",
     "missing_manifest",
+    "parse_manifest",
     "utc_now",
 ]
 
@@ -214,10 +216,9 @@ _SEGMENT_RE = re.compile(
 )
 
 
-class SegmentName(BaseModel):
+@dataclass(frozen=True, slots=True)
+class SegmentName:
     """`<writer>-<number>.jsonl` while live, `<writer>-<number>.parquet` once sealed."""
-
-    model_config = ConfigDict(frozen=True)
 
     writer: str
     number: int
@@ -248,13 +249,39 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class _Manifest(BaseModel):
-    # Unknown fields are kept: a newer minor writer may add some without a version bump.
-    model_config = ConfigDict(extra="allow")
+_Self = TypeVar("_Self", bound="_Manifest")
+
+
+@dataclass(kw_only=True)
+class _Manifest:
+    """Manifests are plain dataclasses, checked by pydantic only where they are read:
+    a job that writes them never imports pydantic (a tenth of a second, issue 14)."""
 
     format_version: int = FORMAT_VERSION
+    #: Fields this runstore does not know, kept as read and written back: a newer minor
+    #: writer may add some without a version bump.
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def replace(self: _Self, **changes: Any) -> _Self:
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> bytes:
+        """The manifest file's bytes: fields in declaration order, then the unknown ones."""
+        import orjson
+
+        known = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        document = {**known, **{k: v for k, v in self.extra.items() if k not in known}}
+        return orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_UTC_Z) + b"\n"
+
+    def as_json(self) -> dict[str, Any]:
+        """The manifest as JSON values (times as ISO text), for `--json` output."""
+        import orjson
+
+        result: dict[str, Any] = orjson.loads(self.to_json())
+        return result
 
 
+@dataclass(kw_only=True)
 class RunManifest(_Manifest):
     """`run.json`: what the run is. Written atomically at start and at end."""
 
@@ -262,8 +289,8 @@ class RunManifest(_Manifest):
     job_id: str | None = None
     plugin: str | None = None
     action: str | None = None
-    params: dict[str, Any] = Field(default_factory=dict)
-    env: dict[str, str] = Field(default_factory=dict)  # secret-looking values masked
+    params: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)  # secret-looking values masked
     checkpoint: dict[str, Any] | None = None
     language: str | None = None
     host: str
@@ -276,6 +303,7 @@ class RunManifest(_Manifest):
     runstore_version: str | None = None
 
 
+@dataclass(kw_only=True)
 class WriterManifest(_Manifest):
     """`writers/<writer>.json`: one writer process, its heartbeat and its faults."""
 
@@ -295,7 +323,7 @@ class WriterManifest(_Manifest):
     #: Who this writer is, beyond host and pid: given to `attach_run(labels=...)`, and
     #: Ray's ids (`ray.node_id`, `ray.worker_id`, `ray.actor_id`, `ray.task_id`, ...)
     #: when the writer starts inside a Ray worker.
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 _M = TypeVar("_M", bound=_Manifest)
@@ -312,6 +340,36 @@ def check_format_version(version: object, where: Path | str) -> None:
         )
 
 
+#: The pydantic validator of each manifest class, made on first read.
+_VALIDATORS: dict[type[_Manifest], TypeAdapter[Any]] = {}
+
+
+def _validator(model: type[_M]) -> TypeAdapter[_M]:
+    if model not in _VALIDATORS:
+        from pydantic import TypeAdapter
+
+        _VALIDATORS[model] = TypeAdapter(model)
+    return _VALIDATORS[model]
+
+
+def parse_manifest(model: type[_M], data: object, where: Path | str) -> _M:
+    """A manifest from its JSON object, checked: `ManifestError` says what is wrong."""
+    if not isinstance(data, dict):
+        raise ManifestError(f"{where}: expected a JSON object")
+    check_format_version(data.get("format_version"), where)
+    names = {f.name for f in fields(model)} - {"extra"}
+    known = {k: v for k, v in data.items() if k in names}
+    from pydantic import ValidationError
+
+    try:
+        manifest = _validator(model).validate_python(known)
+    except ValidationError as exc:
+        detail = "; ".join(str(exc).splitlines()[:3])
+        raise ManifestError(f"{where}: malformed manifest: {detail}") from None
+    manifest.extra = {k: v for k, v in data.items() if k not in names}
+    return manifest
+
+
 def _load_manifest(model: type[_M], path: Path) -> _M:
     try:
         raw = path.read_bytes()
@@ -325,15 +383,7 @@ def _load_manifest(model: type[_M], path: Path) -> _M:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ManifestError(f"{path}: not valid JSON ({exc}); the manifest is damaged") from None
-    if not isinstance(data, dict):
-        raise ManifestError(f"{path}: expected a JSON object")
-    check_format_version(data.get("format_version"), path)
-    try:
-        return model.model_validate(data)
-    except ValueError as exc:
-        first = str(exc).splitlines()
-        detail = "; ".join(first[:3])
-        raise ManifestError(f"{path}: malformed manifest: {detail}") from None
+    return parse_manifest(model, data, path)
 
 
 def load_run_manifest(run_dir: Path) -> RunManifest:

@@ -8,6 +8,7 @@ other damage is collected in `problems` and the rest of the run is still read.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 from collections.abc import Callable, Iterator
@@ -164,7 +165,7 @@ def _each_segment(
                 problems.extend(found)
         except FileNotFoundError:
             # Sealed between listing and reading: the Parquet holds the same records.
-            sealed_name = SegmentName(**{**name.model_dump(), "sealed": True})
+            sealed_name = dataclasses.replace(name, sealed=True)
             try:
                 table = sealed(sealed_name, path.with_name(sealed_name.filename))
             except FileNotFoundError:

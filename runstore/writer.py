@@ -172,7 +172,7 @@ class RunWriter:
         try:
             self._make_directories()
             if self.manifest is not None:
-                atomic_write_bytes(self.run_dir / RUN_MANIFEST, _dump(self.manifest))
+                atomic_write_bytes(self.run_dir / RUN_MANIFEST, self.manifest.to_json())
             self._write_writer_manifest(durable=True)
         except OSError as exc:
             raise RunDirectoryError(
@@ -194,7 +194,8 @@ class RunWriter:
     def _make_reserve(self) -> None:
         """Space held for the final manifests: given back at close if the disk is full,
         so the run's end and the count of lost records are always written."""
-        size = _RESERVE_BYTES + 2 * len(_dump(self.manifest)) if self.manifest else _RESERVE_BYTES
+        manifest = len(self.manifest.to_json()) if self.manifest else 0
+        size = _RESERVE_BYTES + 2 * manifest
         self._has_reserve = False
         with contextlib.suppress(OSError):  # no reserve: the run still works
             fd = os.open(self._reserve, os.O_WRONLY | os.O_CREAT, 0o644)
@@ -256,7 +257,7 @@ class RunWriter:
         # Under the I/O lock: the writer thread must not clear `_manifest_dirty` after
         # writing the manifest this call replaces.
         with self._io_lock:
-            self.manifest = self.manifest.model_copy(update=changes)
+            self.manifest = self.manifest.replace(**changes)
             self._manifest_dirty = True
 
     def attach(self, source: str | os.PathLike[str], seq: int) -> str | None:
@@ -318,9 +319,7 @@ class RunWriter:
             for stream in self.buffers.values():
                 self._seal(stream, closing=True)
             self._count_unwritten()
-            self.writer_manifest = self.writer_manifest.model_copy(
-                update={"status": "closed", "ended_at": utc_now()}
-            )
+            self.writer_manifest = self.writer_manifest.replace(status="closed", ended_at=utc_now())
             self._write_final_manifests()
             with contextlib.suppress(OSError):
                 self._reserve.unlink(missing_ok=True)
@@ -348,7 +347,7 @@ class RunWriter:
         for attempt in range(2):
             try:
                 if self._manifest_dirty and self.manifest is not None:
-                    atomic_write_bytes(self.run_dir / RUN_MANIFEST, _dump(self.manifest))
+                    atomic_write_bytes(self.run_dir / RUN_MANIFEST, self.manifest.to_json())
                     self._manifest_dirty = False
                 self._write_writer_manifest(durable=True)
                 return
@@ -425,7 +424,7 @@ class RunWriter:
                     self._seal(stream, closing=False)
         if self._manifest_dirty and self.manifest is not None:
             try:
-                atomic_write_bytes(self.run_dir / RUN_MANIFEST, _dump(self.manifest))
+                atomic_write_bytes(self.run_dir / RUN_MANIFEST, self.manifest.to_json())
                 self._manifest_dirty = False
             except OSError as exc:
                 self._fault_seen(f"cannot write {RUN_MANIFEST}: {exc.strerror or exc}")
@@ -642,7 +641,7 @@ class RunWriter:
         path = self.run_dir / WRITERS_DIR / f"{self.writer_id}.json"
         if not path.parent.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, _dump(self.writer_manifest), durable=durable)
+        atomic_write_bytes(path, self.writer_manifest.to_json(), durable=durable)
 
     # -- process lifecycle -------------------------------------------------------------
 
@@ -673,7 +672,3 @@ def _size(path: Path) -> int | None:
         return path.stat().st_size
     except FileNotFoundError:
         return None
-
-
-def _dump(model: RunManifest | WriterManifest) -> bytes:
-    return model.model_dump_json(indent=2).encode() + b"\n"

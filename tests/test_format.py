@@ -76,7 +76,14 @@ def test_unknown_manifest_fields_are_kept_for_newer_minor_writers(tmp_path: Path
     data = json.loads(path.read_text())
     path.write_text(json.dumps({**data, "added_later": [1, 2]}))
     manifest = load_run_manifest(tmp_path / "r")
-    assert manifest.run_id == "r" and manifest.model_extra == {"added_later": [1, 2]}
+    assert manifest.run_id == "r" and manifest.extra == {"added_later": [1, 2]}
+    # ... and written back as they were by whoever rewrites the manifest.
+    ended = manifest.replace(status="failed", error="late")
+    path.write_bytes(ended.to_json())
+    again = load_run_manifest(tmp_path / "r")
+    assert again == ended and again.extra == {"added_later": [1, 2]}
+    assert json.loads(path.read_text())["added_later"] == [1, 2]
+    assert again.as_json()["started_at"] == data["started_at"]
 
 
 def test_a_broken_run_is_told_from_a_folder_of_runs(tmp_path: Path) -> None:

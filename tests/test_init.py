@@ -12,8 +12,9 @@ from .conftest import run_python
 
 #: What only the readers of runs need, never a job that logs.
 _HEAVY = ("duckdb", "watchdog", "rich", "click", "starlette", "uvicorn", "jinja2", "sse_starlette")
-#: And what a job that logs little never needs: Arrow seals segments past `jsonl_bytes`.
-_SMALL_JOB_NEVER = (*_HEAVY, "pyarrow", "numpy")
+#: And what a job that logs little never needs: Arrow seals segments past `jsonl_bytes`,
+#: pydantic checks manifests where they are read.
+_SMALL_JOB_NEVER = (*_HEAVY, "pyarrow", "numpy", "pydantic")
 
 
 @pytest.mark.parametrize(

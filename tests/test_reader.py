@@ -16,7 +16,7 @@ from runstore import (
     open_run,
     read_run,
 )
-from runstore.format import CRASH_TIMEOUT_SECONDS, WriterManifest, utc_now
+from runstore.format import CRASH_TIMEOUT_SECONDS, WriterManifest, parse_manifest, utc_now
 from runstore.reader import derive_status
 
 from .conftest import SAMPLE_RUNS
@@ -25,6 +25,7 @@ from .conftest import SAMPLE_RUNS
 def _writer(**changes: object) -> WriterManifest:
     now = utc_now()
     base = {
+        "format_version": 1,
         "writer_id": "w",
         "run_id": "r",
         "host": "elsewhere",
@@ -32,13 +33,13 @@ def _writer(**changes: object) -> WriterManifest:
         "started_at": now,
         "heartbeat_at": now,
     }
-    return WriterManifest.model_validate({**base, **changes})
+    return parse_manifest(WriterManifest, {**base, **changes}, "test")
 
 
 def test_status_of_a_writer_on_another_host_follows_its_heartbeat(root: Path) -> None:
     with open_run(root, env={}) as ctx:
         pass
-    manifest = read_run(ctx.run_dir).manifest.model_copy(update={"status": "running"})
+    manifest = read_run(ctx.run_dir).manifest.replace(status="running")
     fresh = _writer()
     stale = _writer(heartbeat_at=utc_now() - timedelta(seconds=CRASH_TIMEOUT_SECONDS + 1))
     assert derive_status(manifest, [fresh]) == "running"

@@ -48,7 +48,7 @@ def ls_command(root: Path, as_json: bool) -> None:
 def _show_json(run: RunData, dev: bool) -> dict[str, Any]:
     return {
         **_run_summary(run),
-        "manifest": run.manifest.model_dump(mode="json"),
+        "manifest": run.manifest.as_json(),
         "current_step": run.current_step(),
         "overall_progress": run.overall_progress(),
         "progress": [
@@ -56,7 +56,7 @@ def _show_json(run: RunData, dev: bool) -> dict[str, Any]:
         ],
         "metrics": run.latest_metrics(),
         "messages": run.messages(dev=dev),
-        "writers": [w.model_dump(mode="json") for w in run.writers],
+        "writers": [w.as_json() for w in run.writers],
         "problems": run.problems,
     }
 
