@@ -209,18 +209,21 @@ class Drainer:
         count = sum(batch.records for batch in batches)
         if not count:
             return None
+        # Kept for sealing: converted now once the stream converts, else the batches
+        # themselves (converted if their segment is sealed: it passed `jsonl_bytes`).
         # Once a conversion failed, the live segment is sealed from its file anyway.
-        convert = stream.arrow and stream.tables is not None
-        tables: list[pa.Table] | None = [] if convert else None
+        keep = stream.tables is not None
+        convert = stream.arrow and keep
+        tables: list[Any] | None = [] if keep else None
         for batch in batches:
             try:
-                table = batch.prepare(convert and tables is not None)
+                table = batch.prepare(convert)
             except Exception as exc:
                 self._conversion_failed(stream, exc)
                 tables = None
                 continue
-            if tables is not None and table is not None:
-                tables.append(table)
+            if tables is not None:
+                tables.append(table if convert else batch)
         for batch in batches:
             batch.fold(self._latest)
         data: list[bytes] = []
@@ -235,6 +238,25 @@ class Drainer:
             self._report(f"cannot encode {count} {stream.name} records ({exc!r}); lost")
             return None
         return PendingDrain(data, per_line, tables, sum(map(len, data)))
+
+    def segment_tables(self, stream: Stream) -> list[pa.Table] | None:
+        """The live segment's records as Arrow tables to seal: the drains converted as
+        they came, and the batches kept unconverted converted now (no decoding of the
+        file); None if there are none or one does not convert (a bug, reported: the
+        segment is then sealed from its file)."""
+        if not stream.tables:
+            return None
+        tables = []
+        for item in stream.tables:
+            if isinstance(item, _Records | _Numbers):
+                try:
+                    item = item.prepare(True)
+                except Exception as exc:
+                    self._conversion_failed(stream, exc)
+                    stream.tables = None
+                    return None
+            tables.append(item)
+        return tables
 
     def _conversion_failed(self, stream: Stream, exc: Exception) -> None:
         """Records that did not convert to Arrow (a bug): reported; the live segment is

@@ -48,8 +48,10 @@ class PendingDrain(NamedTuple):
     lines: list[bytes]
     #: Records on each line.
     line_records: list[int]
-    #: Their Arrow tables for sealing, or None if their conversion failed (or the lines
-    #: were written in parts: the tables no longer line up with the segment).
+    #: Their Arrow tables for sealing; while the stream does not convert (`Stream.arrow`),
+    #: the drain's batches instead, converted only if their segment is sealed. None if a
+    #: conversion failed (or the lines were written in parts: the tables no longer line
+    #: up with the segment).
     tables: list[Any] | None
     size: int
 
@@ -78,14 +80,14 @@ class Stream:
     #: Records written to the live segment.
     segment_records: int = 0
     #: Whether the stream converts each drain to Arrow: once its first segment grew past
-    #: `WriterOptions.jsonl_bytes`. Until then a segment is kept as lines only (`held`),
-    #: and one left at close stays JSONL.
+    #: `WriterOptions.jsonl_bytes`. Until then a segment's drains are kept unconverted
+    #: (their batches, and their lines in `held`), and one left at close stays JSONL.
     arrow: bool = False
-    #: The live segment's records as Arrow, converted at each flush (`arrow`), so
-    #: sealing is concat + write (and a segment removed under us is sealed from memory);
-    #: None when not converted, or after a conversion failed (sealing then decodes the
-    #: file).
-    tables: list[Any] | None = None
+    #: The live segment's records for sealing: Arrow tables converted at each flush
+    #: (`arrow`), so sealing is concat + write (and a segment removed under us is sealed
+    #: from memory), or before that the drains' batches (`PendingDrain.tables`); None
+    #: after a conversion failed (sealing then decodes the file).
+    tables: list[Any] | None = field(default_factory=list)
     #: The live segment's lines as written (header aside) while the stream is not
     #: `arrow`: a segment removed under us is written again from them.
     held: list[bytes] | None = field(default_factory=list)

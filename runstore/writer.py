@@ -165,7 +165,7 @@ class RunWriter:
         """With `jsonl_bytes` 0, every stream converts to Arrow from its first record."""
         if self.options.jsonl_bytes <= 0:
             for stream in self.buffers.values():
-                stream.arrow, stream.tables, stream.held = True, [], None
+                stream.arrow, stream.held = True, None
 
     def _create_directories(self) -> None:
         """Make the run's folders and first manifests now, so a bad root fails at start."""
@@ -499,10 +499,11 @@ class RunWriter:
             atomic_write_bytes(live, data, durable=False)
             stream.written_bytes = len(data)
             return
-        if stream.tables:
+        tables = self._drainer.segment_tables(stream)
+        if tables:
             self._report(f"{live} was removed or changed; writing its {count} records again")
             stream.directory.mkdir(parents=True, exist_ok=True)
-            self._write_sealed(stream, _sealing().sealed_table(stream.tables))
+            self._write_sealed(stream, _sealing().sealed_table(tables))
         else:  # only the file held them (their conversion to Arrow failed)
             self._report(f"{live} was removed or changed; its {count} records are lost")
             self.writer_manifest.lost_records += count
@@ -518,7 +519,7 @@ class RunWriter:
     def _next_segment(self, stream: Stream) -> None:
         stream.number += 1
         stream.segment_records = 0
-        stream.tables = [] if stream.arrow else None
+        stream.tables = []
         stream.held = None if stream.arrow else []
         stream.written_bytes = 0
 
@@ -547,8 +548,9 @@ class RunWriter:
         live = self._segment_path(stream)
         segments = _sealing()
         try:
-            if stream.tables:
-                table = segments.sealed_table(stream.tables)
+            tables = self._drainer.segment_tables(stream)
+            if tables:
+                table = segments.sealed_table(tables)
             else:  # read as any reader reads it: a record of bad values is reported
                 table, problems = segments.read_segment(stream.name, live, self.writer_id)
                 for problem in problems:

@@ -84,6 +84,42 @@ def test_a_stream_past_jsonl_bytes_is_sealed_and_converts_from_then_on(root: Pat
     assert values == [float(i) for i in range(1_000)]
 
 
+def test_a_first_segment_past_jsonl_bytes_is_sealed_from_memory_not_from_its_file(
+    root: Path,
+) -> None:
+    options = WriterOptions(jsonl_bytes=4_000, flush_interval=60)
+    with open_run(root, env={}, options=options) as ctx:
+        for index in range(10):
+            ctx.set_metrics({"f": index + 0.5, "s": f"x{index}", "big": 2**70 + index}, "c")
+            ctx.set_metrics({"g": float(index), "nan": math.nan}, "c")
+            ctx.log("ev", {"i": index})
+        ctx.flush()
+        # Digits changed on disk where the size stays the same: a seal that decoded the
+        # file would keep them; the seal comes from the drains the writer holds.
+        for stream in ("metrics", "events"):
+            (live,) = (ctx.run_dir / "streams" / stream).glob("*.jsonl")
+            header, _, body = live.read_bytes().partition(b"\n")
+            live.write_bytes(header + b"\n" + body.replace(b"1", b"2"))
+        assert not ctx.logger.writer.buffers[METRICS].arrow
+        for index in range(10, 200):
+            ctx.set_metrics({"g": float(index), "nan": math.nan}, "c")
+            ctx.log("ev", {"i": index})
+        ctx.flush()
+        assert ctx.logger.writer.buffers[METRICS].arrow
+        for stream in ("metrics", "events"):
+            assert _files(ctx.run_dir, stream)[0].endswith("-000001.parquet"), stream
+    run = read_run(ctx.run_dir)
+    assert not run.problems
+    metrics = run.metrics.to_pylist()
+    assert [m["value"] for m in metrics if m["key"] == "g"] == [float(i) for i in range(200)]
+    assert [m["value"] for m in metrics if m["key"] == "f"] == [i + 0.5 for i in range(10)]
+    assert [m["text"] for m in metrics if m["key"] == "s"] == [f"x{i}" for i in range(10)]
+    assert [m["text"] for m in metrics if m["key"] == "big"] == [str(2**70 + i) for i in range(10)]
+    assert all(math.isnan(m["value"]) for m in metrics if m["key"] == "nan")
+    events = [json.loads(e["data"]) for e in run.events.to_pylist() if e["event"] == "ev"]
+    assert events == [{"i": i} for i in range(200)]
+
+
 def test_a_small_segment_removed_under_the_job_is_written_again_from_memory(root: Path) -> None:
     with open_run(root, env={}) as ctx:
         for index in range(10):
