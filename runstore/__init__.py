@@ -11,8 +11,6 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
-from .context import RuntimeContext, attach_run, open_run
-from .env import PluginEnvironment
 from .errors import (
     FinishedLoggerError,
     FormatVersionError,
@@ -25,27 +23,38 @@ from .errors import (
     RunstoreWarning,
     StepFailedError,
 )
-from .format import FORMAT_VERSION, LogLevel, RunManifest, WriterManifest
-from .logger import RunLogger
-from .writer import WriterOptions
 
 if TYPE_CHECKING:
     from .compaction import CompactReport, compact
     from .confinement import QueryLimits
+    from .context import RuntimeContext, attach_run, open_run
+    from .env import PluginEnvironment
     from .export import export_store
+    from .format import FORMAT_VERSION, LogLevel, RunManifest, WriterManifest
+    from .logger import RunLogger
     from .packing import pack, unpack
     from .query import QueryResult, Store
     from .reader import RunData, RunInfo, list_runs, read_run, read_run_info
     from .replaying import ReplayReport, replay
+    from .writer import WriterOptions
 
-#: Names whose modules load what a job that only logs never needs (DuckDB, the readers'
-#: Arrow, packs), imported on first use: `from runstore import open_run` imports no
-#: DuckDB.
+#: Every public name but the errors, imported on first use, so that each process loads
+#: only what it uses: `from runstore import open_run` imports no DuckDB and no reader's
+#: Arrow, and `runstore sql` (or any `import runstore.x`) loads no job-side logging.
 _LAZY: dict[str, str] = {
     "CompactReport": "compaction",
     "compact": "compaction",
     "QueryLimits": "confinement",
+    "RuntimeContext": "context",
+    "attach_run": "context",
+    "open_run": "context",
+    "PluginEnvironment": "env",
     "export_store": "export",
+    "FORMAT_VERSION": "format",
+    "LogLevel": "format",
+    "RunManifest": "format",
+    "WriterManifest": "format",
+    "RunLogger": "logger",
     "QueryResult": "query",
     "RunData": "reader",
     "RunInfo": "reader",
@@ -57,6 +66,7 @@ _LAZY: dict[str, str] = {
     "unpack": "packing",
     "ReplayReport": "replaying",
     "replay": "replaying",
+    "WriterOptions": "writer",
 }
 
 

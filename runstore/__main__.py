@@ -1,5 +1,5 @@
 """`python -m runstore`: the command line, as `runstore`."""
 
-from .cli import main
+from .cli import run
 
-main(prog_name="runstore")
+run()

@@ -195,3 +195,45 @@ def test_python_dash_m_runstore_is_the_command_line() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert {run["run_id"] for run in json.loads(done.stdout)} >= {"demo-train", "demo-crashed"}
+
+
+def _run_command(*args: str) -> subprocess.CompletedProcess[str]:
+    """`runstore ARGS` through `runstore.cli.run`, with an atexit handler that says when
+    the interpreter's teardown ran."""
+    code = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('torn down', file=sys.stderr))\n"
+        "from runstore.cli import run\n"
+        f"sys.argv = ['runstore', *{list(args)!r}]\n"
+        "run()\n"
+    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+
+
+def test_a_command_that_only_reads_leaves_without_teardown_and_loses_no_output(
+    tmp_path: Path,
+) -> None:
+    rows = "SELECT range AS n FROM range(200000)"
+    done = _run_command("sql", str(SAMPLE_RUNS), rows, "--format", "csv")
+    assert done.returncode == 0, done.stderr
+    assert "torn down" not in done.stderr
+    assert done.stdout.splitlines() == ["n", *map(str, range(200_000))]
+    out = tmp_path / "out.jsonl"
+    done = _run_command("sql", str(SAMPLE_RUNS), rows, "--format", "jsonl", "-o", str(out))
+    assert done.returncode == 0 and "torn down" not in done.stderr
+    assert len(out.read_text().splitlines()) == 200_000
+    for args in (["ls", str(SAMPLE_RUNS)], ["show", str(SAMPLE_RUNS / "demo-train")]):
+        done = _run_command(*args)
+        assert done.returncode == 0 and "torn down" not in done.stderr, args
+        assert "demo-train" in done.stdout
+    # Exit codes stay click's: an error, a usage error.
+    done = _run_command("sql", str(SAMPLE_RUNS), "SELECT nothing FROM runs")
+    assert done.returncode == 1 and "error:" in done.stderr and "torn down" not in done.stderr
+    done = _run_command("sql", str(SAMPLE_RUNS), "SELECT 1", "--format", "nope")
+    assert done.returncode == 2 and "torn down" in done.stderr  # refused before it ran
+    # A command that writes (here, the archive) ends as any Python program does.
+    root = tmp_path / "runs"
+    shutil.copytree(SAMPLE_RUNS, root)
+    done = _run_command("compact", str(root))
+    assert done.returncode == 0, done.stderr
+    assert "torn down" in done.stderr

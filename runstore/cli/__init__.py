@@ -7,8 +7,8 @@ One module per group of commands; importing this package registers them all on
 from __future__ import annotations
 
 from . import carry, compact, live, runs, sql
-from ._base import main
+from ._base import main, run
 
-__all__ = ["main"]
+__all__ = ["main", "run"]
 
 _COMMANDS = (carry, compact, live, runs, sql)  # imported for their commands

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -74,6 +76,44 @@ def main() -> None:
 
     Runs are directories under a root folder; these commands read them.
     """
+
+
+#: Set by a command marked `reads_only` once it runs: see `run`.
+_reads_only = False
+
+
+def reads_only(command: _F) -> _F:
+    """Mark a command that holds nothing the interpreter's teardown must finish (no
+    writer, no server, no temporary file): `run` leaves without that teardown."""
+
+    @functools.wraps(command)
+    def marked(*args: Any, **kwargs: Any) -> Any:
+        global _reads_only
+        _reads_only = True
+        return command(*args, **kwargs)
+
+    return marked  # type: ignore[return-value]
+
+
+def run() -> None:
+    """The `runstore` command (and `python -m runstore`).
+
+    After a command that only reads, the process leaves once its output is flushed,
+    without tearing the interpreter down: freeing DuckDB, Arrow and every module takes
+    ~50 ms, a tenth of a fresh `runstore sql`, for memory the system takes back anyway.
+    Exit codes are click's, as with `main()`."""
+    try:
+        main(prog_name="runstore")
+    except SystemExit as done:
+        code = 0 if done.code is None else done.code
+        if not _reads_only or not isinstance(code, int):
+            raise
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except OSError:  # a closed pipe: Python's own exit says so
+            raise done from None
+        os._exit(code)
 
 
 _SINCE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -10,12 +10,13 @@ from rich.table import Table
 
 from .._tailview import STATUS_STYLES, clock, log_line
 from ..reader import RunData, list_runs, read_run
-from ._base import _console, _json_option, _json_out, _run_summary, _when, main
+from ._base import _console, _json_option, _json_out, _run_summary, _when, main, reads_only
 
 
 @main.command("ls")
 @click.argument("root", type=click.Path(file_okay=False, path_type=Path))
 @_json_option()
+@reads_only
 def ls_command(root: Path, as_json: bool) -> None:
     """List the runs under ROOT, oldest first.
 
@@ -72,6 +73,7 @@ def _show_json(run: RunData, dev: bool) -> dict[str, Any]:
     show_default=True,
     help="How many of the latest messages to show (0: all).",
 )
+@reads_only
 def show_command(run_dir: Path, as_json: bool, dev: bool, message_count: int) -> None:
     """Show one run: status, progress per step, latest metrics, messages.
 

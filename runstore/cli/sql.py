@@ -13,7 +13,7 @@ from rich.console import Console
 
 from .._output import FORMATS, write_result
 from ..errors import QueryError, RunstoreError
-from ._base import _console, main
+from ._base import _console, main, reads_only
 
 if TYPE_CHECKING:
     from ..query import Store
@@ -139,6 +139,7 @@ def _repl(store: Store, fmt: str, max_rows: int, console: Console) -> None:
     help="Do not archive finished runs in the background (by default, 20 or more finished "
     "runs outside ROOT's archive start `runstore compact` in a process of its own).",
 )
+@reads_only
 def sql_command(
     root: Path,
     query: str | None,
