@@ -17,7 +17,6 @@ import os
 import secrets
 import shutil
 import socket
-import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ._drain import Drainer
 from ._durable import atomic_write_bytes, fsync_dir
+from ._faults import Faults, Reserve
 from ._latest import LatestMetrics
 from ._lifecycle import register, unregister
 from ._native import metrics_buffer
@@ -74,8 +74,6 @@ def _sealing() -> ModuleType:
 _MiB = 1024 * 1024
 #: Longest a logging call waits for a writer that fell behind (see RunWriter.wake).
 _CATCH_UP_SECONDS: Final = 1.0
-#: Disk space each writer holds back for its final manifests (see RunWriter._make_reserve).
-_RESERVE_BYTES: Final = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -143,14 +141,12 @@ class RunWriter:
         self._closed = False
         self._manifest_dirty = False
         self._last_heartbeat = 0.0
-        self._fault: str | None = None
-        self._fault_started: str | None = None
-        self._lost_in_fault = 0
+        self._faults = Faults(run_dir, self.options.max_pending_bytes, self._fault_event)
         self._attachments = itertools.count(1)
         self._latest = LatestMetrics()
         self._drainer = Drainer(self.writer_id, self._latest, self._report, self._lost)
         self._run_dir_inode: int | None = None
-        self._has_reserve = False
+        self._reserve = Reserve(self._reserve_path())
         #: When the last cycle whose writes all went through began: every record logged
         #: before it is on disk. `_cycle_done` is set at the end of such a cycle.
         self._written_through = time.monotonic()
@@ -187,24 +183,11 @@ class RunWriter:
         (self.run_dir / WRITERS_DIR).mkdir(exist_ok=True)
         self._make_reserve()
 
-    @property
-    def _reserve(self) -> Path:
+    def _reserve_path(self) -> Path:
         return self.run_dir / WRITERS_DIR / f".{self.writer_id}.reserve.tmp"
 
     def _make_reserve(self) -> None:
-        """Space held for the final manifests: given back at close if the disk is full,
-        so the run's end and the count of lost records are always written."""
-        manifest = len(self.manifest.to_json()) if self.manifest else 0
-        size = _RESERVE_BYTES + 2 * manifest
-        self._has_reserve = False
-        with contextlib.suppress(OSError):  # no reserve: the run still works
-            fd = os.open(self._reserve, os.O_WRONLY | os.O_CREAT, 0o644)
-            try:
-                if os.fstat(fd).st_size < size:
-                    os.posix_fallocate(fd, 0, size)
-                self._has_reserve = True
-            finally:
-                os.close(fd)
+        self._reserve.make(len(self.manifest.to_json()) if self.manifest else 0)
 
     def _new_writer_manifest(self) -> WriterManifest:
         now = utc_now()
@@ -242,7 +225,7 @@ class RunWriter:
         behind = time.monotonic() - self._written_through
         if (
             behind > self.options.flush_interval / 2
-            and self._fault is None
+            and self._faults.current is None
             and not self._stopping.is_set()
             and threading.current_thread() is not self._thread
             and self._thread.is_alive()
@@ -321,8 +304,7 @@ class RunWriter:
             self._count_unwritten()
             self.writer_manifest = self.writer_manifest.replace(status="closed", ended_at=utc_now())
             self._write_final_manifests()
-            with contextlib.suppress(OSError):
-                self._reserve.unlink(missing_ok=True)
+            self._reserve.release()
         unregister(self)
 
     def _count_unwritten(self) -> None:
@@ -333,9 +315,9 @@ class RunWriter:
             stream.pending_bytes = 0
         if unwritten:
             self._lost(unwritten)
-        if self._fault is not None:
+        if self._faults.current is not None:
             self._report(
-                f"closing with the storage fault unresolved ({self._fault}): "
+                f"closing with the storage fault unresolved ({self._faults.current}): "
                 f"{unwritten} records could not be written and are lost; "
                 f"{self.writer_manifest.lost_records} lost in all, counted in "
                 f"{WRITERS_DIR}/{self.writer_id}.json"
@@ -352,9 +334,8 @@ class RunWriter:
                 self._write_writer_manifest(durable=True)
                 return
             except OSError as exc:
-                if attempt == 0 and self._reserve.exists():
-                    with contextlib.suppress(OSError):
-                        self._reserve.unlink()
+                if attempt == 0 and self._reserve.path.exists():
+                    self._reserve.release()
                     continue
                 self._report(
                     f"cannot write the final manifests: {exc.strerror or exc}; the run "
@@ -372,7 +353,7 @@ class RunWriter:
     @property
     def fault(self) -> str | None:
         """The storage fault in progress, or None when writes go through."""
-        return self._fault
+        return self._faults.current
 
     # -- the background loop -----------------------------------------------------------
 
@@ -409,7 +390,7 @@ class RunWriter:
         if ok:
             self._written_through = started
             self._cycle_done.set()
-        if ok and self._fault is not None:
+        if ok and self._faults.current is not None:
             self._recovered()
         now = time.monotonic()
         if ok:
@@ -476,7 +457,7 @@ class RunWriter:
         try:
             if not stream.written_bytes:  # a new segment
                 stream.start_segment(fd, header_line(stream.name, self.writer_id, stream.number))
-            stream.write_pending(fd, careful=self._fault is not None)
+            stream.write_pending(fd, careful=self._faults.current is not None)
             if self.options.fsync_every_flush:
                 os.fsync(fd)
         finally:
@@ -575,9 +556,7 @@ class RunWriter:
             inode = None
         # The folder's inode number may be reused by its new self: our reserve file,
         # which only we make, tells the old folder from a new one.
-        if inode == self._run_dir_inode and (
-            not self._has_reserve or os.path.lexists(self._reserve)
-        ):
+        if inode == self._run_dir_inode and not self._reserve.lost():
             return
         lost = 0
         for stream in self.buffers.values():
@@ -599,42 +578,29 @@ class RunWriter:
             f"{message}; {lost} records written before were lost with it (counted in "
             "lost_records); writing on into a new folder"
         )
-        self._fault_event(message, utc_now().isoformat(), lost)
+        self._faults.event(message, utc_now().isoformat(), lost)
 
     # -- faults ------------------------------------------------------------------------
 
     def _fault_seen(self, message: str) -> None:
-        manifest = self.writer_manifest
-        manifest.fault_count += 1
-        manifest.last_fault = message
-        if self._fault is None:
-            self._fault = message
-            self._fault_started = utc_now().isoformat()
-            limit = self.options.max_pending_bytes // _MiB
-            self._report(f"{message}; keeping up to {limit} MiB of records and retrying")
+        self._faults.seen(self.writer_manifest, message)
 
     def _lost(self, count: int) -> None:
-        self.writer_manifest.lost_records += count
-        self._lost_in_fault += count
+        self._faults.lost(self.writer_manifest, count)
 
     def _recovered(self) -> None:
-        message, lost = self._fault, self._lost_in_fault
-        self._fault, self._lost_in_fault = None, 0
-        self._report(f"writes go through again after: {message}; {lost} records lost")
         if self.manifest is not None and not (self.run_dir / RUN_MANIFEST).exists():
             self._manifest_dirty = True
-        self._fault_event(message, self._fault_started, lost)
+        self._faults.recovered()
 
-    def _fault_event(self, message: str | None, since: str | None, lost: int) -> None:
-        """A `storage_fault` event, written by the next cycle (docs/format.md)."""
-        data = {"error": message, "since": since, "lost_records": lost}
+    def _fault_event(self, data: dict[str, Any]) -> None:
+        """A `storage_fault` event into the events stream, written by the next cycle."""
         event = (STORAGE_FAULT_EVENT, LogLevel.ERROR.value, None, data, None, None)
         self.buffers[EVENTS].records.append((time.time_ns(), next(self.seq), *event))
         self._wake.set()
 
     def _report(self, message: str) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            sys.stderr.write(f"runstore: run {self.run_dir}: {message}\n")
+        self._faults.report(message)
 
     def _write_writer_manifest(self, *, durable: bool) -> None:
         manifest = self.writer_manifest
@@ -652,6 +618,7 @@ class RunWriter:
         the parent's."""
         self.writer_id = new_writer_id()
         self._drainer = Drainer(self.writer_id, self._latest, self._report, self._lost)
+        self._reserve = Reserve(self._reserve_path())
         self.manifest = None
         for stream in self.buffers.values():
             stream.forget()

@@ -14,6 +14,8 @@ import orjson
 import pytest
 
 from runstore import WriterOptions, open_run, read_run
+from runstore._faults import Faults, Reserve
+from runstore.format import WriterManifest, utc_now
 
 from .conftest import IMPLEMENTATIONS, implementation, load_benchmark, run_python, tmpfs
 
@@ -176,3 +178,50 @@ def test_a_killed_writers_reserve_is_removed_by_compaction(root: Path) -> None:
     assert list((root / "k" / "writers").glob(".*.reserve.tmp"))
     assert compact(root).temp_files_removed == 1
     assert not list((root / "k" / "writers").glob(".*.tmp"))
+
+
+def _manifest() -> WriterManifest:
+    now = utc_now()
+    return WriterManifest(
+        writer_id="w", run_id="r", host="h", pid=1, started_at=now, heartbeat_at=now
+    )
+
+
+def test_a_fault_is_said_once_counted_each_time_and_told_to_the_run_when_it_ends(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events: list[dict[str, object]] = []
+    faults = Faults(tmp_path, 8 << 20, events.append)
+    manifest = _manifest()
+    faults.seen(manifest, "disk full")
+    faults.seen(manifest, "disk still full")
+    faults.lost(manifest, 5)
+    assert faults.current == "disk full"
+    assert (manifest.fault_count, manifest.last_fault, manifest.lost_records) == (
+        2,
+        "disk still full",
+        5,
+    )
+    said = capsys.readouterr().err
+    assert said.count("keeping up to 8 MiB") == 1 and str(tmp_path) in said
+    faults.recovered()
+    assert faults.current is None
+    (event,) = events
+    assert event["error"] == "disk full" and event["lost_records"] == 5 and event["since"]
+    assert "5 records lost" in capsys.readouterr().err
+    faults.seen(manifest, "again")  # a new fault counts its own losses
+    faults.recovered()
+    assert events[1]["lost_records"] == 0 and manifest.lost_records == 5
+
+
+def test_the_reserve_holds_room_and_tells_a_folder_made_again(tmp_path: Path) -> None:
+    reserve = Reserve(tmp_path / ".w.reserve.tmp")
+    reserve.make(1_000)
+    assert reserve.held and reserve.path.stat().st_size >= 64 * 1024 + 2_000
+    assert not reserve.lost()
+    reserve.path.unlink()
+    assert reserve.lost()
+    reserve.make(0)
+    reserve.release()
+    assert not reserve.path.exists()
+    Reserve(tmp_path / "no-such-folder" / "r").make(0)  # no room held: no error
