@@ -42,12 +42,12 @@ class LatestMetrics:
         ):
             # One category, and the newest call holds every key of the batch (a training
             # loop): it alone holds the newest values. A few C-level passes.
-            self._take(first, seqs[-1], last)
+            self._keep(first, seqs[-1], last)
             return
         for seq, category, record in zip(seqs, categories, values, strict=True):
-            self._take(category, seq, record)
+            self._keep(category, seq, record)
 
-    def _take(self, category: str | None, seq: int, record: dict[str, Any]) -> None:
+    def _keep(self, category: str | None, seq: int, record: dict[str, Any]) -> None:
         slot = self._values.get(category)
         if slot is None:
             slot = self._values[category] = {}

@@ -3,9 +3,11 @@ and its live segment file.
 
 The job's calls append to the buffer (`records`, `mixed`, or the C `numbers`); the
 writer's thread takes them (`take_batches`, `take_numbers`), encodes them into a
-`PendingDrain`, and `Stream.write_pending` appends those to the live segment in order,
-a whole line at a time. Everything here runs under the writer's I/O lock but the
-appends, which are atomic under the GIL.
+`PendingDrain`, and `Stream.append_pending` appends those to the live segment in order,
+a whole line at a time; `write_sealed` and `next_segment` turn the page. When to seal,
+and what to do when a file is lost under the job, is the writer's business.
+Everything here runs under the writer's I/O lock but the appends, which are atomic
+under the GIL.
 """
 
 from __future__ import annotations
@@ -15,13 +17,18 @@ import errno
 import os
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
+from ._durable import fsync_dir
 from ._storable import storable_columns
-from .format import METRICS, RECORD_FIELDS
-from .jsonl import MAX_RECORDS_PER_LINE, Columns, columns_of_records
+from .format import METRICS, RECORD_FIELDS, SegmentName
+from .jsonl import MAX_RECORDS_PER_LINE, Columns, columns_of_records, header_line
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = [
     "PendingDrain",
@@ -66,6 +73,8 @@ class Stream:
 
     name: str
     directory: Path
+    #: The writer whose segments these are (its id names them).
+    writer: str = ""
     #: Records as tuples of RECORD_FIELDS[name], transposed into columns in C at the
     #: drain; metrics records flat instead, their fields one after another (one `extend`
     #: per record, atomic under the GIL), sliced into columns in C: a record tuple kept
@@ -102,6 +111,59 @@ class Stream:
     sealed: dict[int, int] = field(default_factory=dict)
     #: Records of this stream written, in every segment (the writer manifest's count).
     written_records: int = 0
+
+    def path(self, *, sealed: bool = False) -> Path:
+        """The live segment's file (`sealed`: the Parquet it becomes)."""
+        name = SegmentName(writer=self.writer, number=self.number, sealed=sealed)
+        return self.directory / name.filename
+
+    def header(self) -> bytes:
+        """The live segment's first line."""
+        return header_line(self.name, self.writer, self.number)
+
+    def append_pending(self, *, careful: bool, fsync: bool, lost: Callable[[Stream], None]) -> None:
+        """Write the pending drains (`write_pending`), after checking that the live
+        segment is as we left it: our own write that stopped part way is cut back (its
+        records are still pending); a file removed or changed under us goes to `lost`
+        first, which writes it again or moves on to a new segment."""
+        path = self.path()
+        size = _size(path) if self.written_bytes else None
+        if self.written_bytes and size != self.written_bytes:
+            if size is not None and size > self.written_bytes:
+                os.truncate(path, self.written_bytes)
+            else:
+                lost(self)
+                path = self.path()
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        except FileNotFoundError:  # the run directory was removed: make it again
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            if not self.written_bytes:  # a new segment
+                self.start_segment(fd, self.header())
+            self.write_pending(fd, careful=careful)
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def write_sealed(self, table: pa.Table) -> None:
+        """The live segment's records as its Parquet file; then the JSONL goes."""
+        from .segments import write_parquet_atomic
+
+        write_parquet_atomic(table, self.path(sealed=True))
+        self.path().unlink(missing_ok=True)
+        fsync_dir(self.directory)
+        self.sealed[self.number] = self.segment_records
+
+    def next_segment(self) -> None:
+        """Start afresh in the next segment (its file is made by the next write)."""
+        self.number += 1
+        self.segment_records = 0
+        self.tables = []
+        self.held = None if self.arrow else []
+        self.written_bytes = 0
 
     def start_segment(self, fd: int, header: bytes) -> None:
         """Begin a new live segment file (open in `fd`) with its header line."""
@@ -168,6 +230,13 @@ class Stream:
                     self.numbers.clear()
             else:
                 setattr(self, name, getattr(fresh, name))
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return None
 
 
 def _take(records: list[Any]) -> list[Any]:

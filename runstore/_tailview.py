@@ -111,7 +111,7 @@ class _RunView:
     metrics: dict[tuple[str | None, str], deque[Any]] = field(default_factory=dict)
     updated: float = field(default_factory=time.monotonic)
 
-    def take(self, record: TailRecord) -> None:
+    def add(self, record: TailRecord) -> None:
         self.updated = time.monotonic()
         if record.stream == PROGRESS:
             self.progress[record.category] = record.data
@@ -218,7 +218,7 @@ class TailView:
         with Live(self.render(), console=self.console, refresh_per_second=8) as live:
             for record in self.follower:
                 view = self.runs.setdefault(record.run, _RunView(record.run))
-                view.take(record)
+                view.add(record)
                 if record.stream == STATUS:
                     last_status = record.data["status"]
                 event = record.data.get("event")

@@ -487,7 +487,7 @@ class Follower:
                 else:
                     table, problems = self._read_live(run, stream, name.writer, path)
                 self._problems(problems)
-                self._take(run, _records(run.name, stream, table), out)
+                self._sort_in(run, _records(run.name, stream, table), out)
 
     def _read_live(
         self, run: _Run, stream: str, writer: str, path: Path
@@ -508,7 +508,9 @@ class Follower:
         problems = list(decoded.problems)
         return safe_table(stream, writer, decoded.columns, where, problems), problems
 
-    def _take(self, run: _Run, records: list[TailRecord], out: list[TailRecord]) -> None:
+    def _sort_in(self, run: _Run, records: list[TailRecord], out: list[TailRecord]) -> None:
+        """Records just read, each into its writer's order; those now in order go to
+        `out` (not while the run is quiet: what was there before following began)."""
         now = time.monotonic()
         touched: set[str] = set()
         for record in records:

@@ -23,10 +23,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from ._drain import Drainer
-from ._durable import atomic_write_bytes, fsync_dir
+from ._durable import atomic_write_bytes
 from ._faults import Faults, Reserve
 from ._latest import LatestMetrics
 from ._lifecycle import register, unregister
@@ -55,10 +55,6 @@ from .format import (
     WriterManifest,
     utc_now,
 )
-from .jsonl import header_line
-
-if TYPE_CHECKING:
-    import pyarrow as pa
 
 __all__ = ["RunWriter", "WriterOptions", "new_writer_id"]
 
@@ -158,9 +154,11 @@ class RunWriter:
     # -- setup -------------------------------------------------------------------------
 
     def _start_streams(self) -> None:
-        """With `jsonl_bytes` 0, every stream converts to Arrow from its first record."""
-        if self.options.jsonl_bytes <= 0:
-            for stream in self.buffers.values():
+        """The streams' segments named for this writer; with `jsonl_bytes` 0, every
+        stream converts to Arrow from its first record."""
+        for stream in self.buffers.values():
+            stream.writer = self.writer_id
+            if self.options.jsonl_bytes <= 0:
                 stream.arrow, stream.held = True, None
 
     def _create_directories(self) -> None:
@@ -431,51 +429,25 @@ class RunWriter:
         if not stream.pending:
             return True
         try:
-            self._append_lines(stream)
+            stream.append_pending(
+                careful=self._faults.current is not None,
+                fsync=self.options.fsync_every_flush,
+                lost=self._segment_lost_on_disk,
+            )
         except OSError as exc:
             self._fault_seen(f"cannot write {stream.name} segment: {exc.strerror or exc}")
             return False
         return True
 
-    def _append_lines(self, stream: Stream) -> None:
-        """Write the pending drains (see `Stream.write_pending`), after checking that the
-        live segment is as we left it."""
-        path = self._segment_path(stream)
-        size = _size(path) if stream.written_bytes else None
-        if stream.written_bytes and size != stream.written_bytes:
-            if size is not None and size > stream.written_bytes:
-                # Our own last write stopped part way: its records are still pending.
-                os.truncate(path, stream.written_bytes)
-            else:
-                self._segment_lost_on_disk(stream)
-                path = self._segment_path(stream)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        except FileNotFoundError:  # the run directory was removed: make it again
-            stream.directory.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        try:
-            if not stream.written_bytes:  # a new segment
-                stream.start_segment(fd, header_line(stream.name, self.writer_id, stream.number))
-            stream.write_pending(fd, careful=self._faults.current is not None)
-            if self.options.fsync_every_flush:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def _segment_path(self, stream: Stream, *, sealed: bool = False) -> Path:
-        name = SegmentName(writer=self.writer_id, number=stream.number, sealed=sealed)
-        return stream.directory / name.filename
-
     def _segment_lost_on_disk(self, stream: Stream) -> None:
         """The live segment was removed or cut short under us (say the run directory was
         deleted): seal its records from memory and go on in a new segment."""
-        live = self._segment_path(stream)
+        live = stream.path()
         count = stream.segment_records
         if stream.held is not None:  # the same segment, written again from its lines
             self._report(f"{live} was removed or changed; writing its {count} records again")
             stream.directory.mkdir(parents=True, exist_ok=True)
-            header = header_line(stream.name, self.writer_id, stream.number)
+            header = stream.header()
             data = b"".join([header, *stream.held])
             atomic_write_bytes(live, data, durable=False)
             stream.written_bytes = len(data)
@@ -484,25 +456,11 @@ class RunWriter:
         if tables:
             self._report(f"{live} was removed or changed; writing its {count} records again")
             stream.directory.mkdir(parents=True, exist_ok=True)
-            self._write_sealed(stream, _sealing().sealed_table(tables))
+            stream.write_sealed(_sealing().sealed_table(tables))
         else:  # only the file held them (their conversion to Arrow failed)
             self._report(f"{live} was removed or changed; its {count} records are lost")
             self.writer_manifest.lost_records += count
-        self._next_segment(stream)
-
-    def _write_sealed(self, stream: Stream, table: pa.Table) -> None:
-        """The live segment's records as its Parquet file; then the JSONL goes."""
-        _sealing().write_parquet_atomic(table, self._segment_path(stream, sealed=True))
-        self._segment_path(stream).unlink(missing_ok=True)
-        fsync_dir(stream.directory)
-        stream.sealed[stream.number] = stream.segment_records
-
-    def _next_segment(self, stream: Stream) -> None:
-        stream.number += 1
-        stream.segment_records = 0
-        stream.tables = []
-        stream.held = None if stream.arrow else []
-        stream.written_bytes = 0
+        stream.next_segment()
 
     def _seal(self, stream: Stream, *, closing: bool) -> None:
         """Turn the live segment into Parquet; the JSONL goes only once the Parquet is whole.
@@ -513,20 +471,20 @@ class RunWriter:
             return
         if stream.pending:
             if closing:
-                self._next_segment(stream)
+                stream.next_segment()
             return
         if not stream.segment_records:  # a header alone: every drain of it failed
             with contextlib.suppress(OSError):
-                self._segment_path(stream).unlink(missing_ok=True)
-            self._next_segment(stream)
+                stream.path().unlink(missing_ok=True)
+            stream.next_segment()
             return
         if closing and not stream.arrow:  # small: left as JSONL, no pyarrow loaded for it
-            self._next_segment(stream)
+            stream.next_segment()
             return
         now = time.monotonic()
         if not closing and now < stream.next_seal_attempt:
             return
-        live = self._segment_path(stream)
+        live = stream.path()
         segments = _sealing()
         try:
             tables = self._drainer.segment_tables(stream)
@@ -536,7 +494,7 @@ class RunWriter:
                 table, problems = segments.read_segment(stream.name, live, self.writer_id)
                 for problem in problems:
                     self._report(problem)
-            self._write_sealed(stream, table)
+            stream.write_sealed(table)
         except OSError as exc:
             stream.next_seal_attempt = now + 5.0
             self._fault_seen(f"cannot seal {live.name}: {exc.strerror or exc}")
@@ -545,7 +503,7 @@ class RunWriter:
         except Exception as exc:  # a bug: the file holds the records, readable as it is
             self._report(f"cannot seal {live.name} ({exc!r}); it stays a live segment")
         # Sealed, or left as a readable live segment: either way start afresh.
-        self._next_segment(stream)
+        stream.next_segment()
 
     def _check_run_dir(self) -> None:
         """Notice the run folder removed (or replaced) under us: count what it took with
@@ -634,10 +592,3 @@ class RunWriter:
         except OSError as exc:
             self._fault_seen(f"cannot write the writer manifest: {exc.strerror or exc}")
         self._thread = self._start_thread()
-
-
-def _size(path: Path) -> int | None:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return None
