@@ -231,6 +231,20 @@ def test_a_command_that_only_reads_leaves_without_teardown_and_loses_no_output(
     assert done.returncode == 1 and "error:" in done.stderr and "torn down" not in done.stderr
     done = _run_command("sql", str(SAMPLE_RUNS), "SELECT 1", "--format", "nope")
     assert done.returncode == 2 and "torn down" in done.stderr  # refused before it ran
+    # A reader that stops early (`| head -1`): no traceback, click's exit code.
+    code = (
+        "import sys\nfrom runstore.cli import run\n"
+        f"sys.argv = ['runstore', 'sql', {str(SAMPLE_RUNS)!r}, {rows!r}, '--format', 'csv']\n"
+        "run()\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.readline().strip() == b"n"  # csv lines end in CRLF
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 1 and "Traceback" not in stderr, stderr
     # A command that writes (here, the archive) ends as any Python program does.
     root = tmp_path / "runs"
     shutil.copytree(SAMPLE_RUNS, root)

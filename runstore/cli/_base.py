@@ -111,7 +111,7 @@ def run() -> None:
         try:
             sys.stdout.flush()
             sys.stderr.flush()
-        except OSError:  # a closed pipe: Python's own exit says so
+        except (OSError, ValueError):  # a closed pipe (click closes it): as Python exits
             raise done from None
         os._exit(code)
 
