@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -69,8 +68,10 @@ def json_options() -> int:
 
 _NEWLINE: Final = orjson.OPT_APPEND_NEWLINE
 _NONFINITE: Final = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
-#: A run of digits that may be an int beyond 64 bits (2**64 has 20 digits).
-_LONG_DIGITS: Final = re.compile(rb"[0-9]{20}")
+#: A run of 20 digits, which may be an int beyond 64 bits (2**64 has 20), is found as 20
+#: zeros in the line with every digit made a zero: a tenth of a regex's time, a pass in C.
+_DIGITS_TO_ZERO: Final = bytes.maketrans(b"123456789", b"000000000")
+_LONG_DIGITS: Final = b"0" * 20
 
 
 class JsonText(bytes):
@@ -286,7 +287,7 @@ def decode_lines(stream: str, data: bytes, *, start: int = 0, where: str = "") -
 def _loads(line: bytes) -> Any:
     """A line parsed, ints beyond 64 bits exactly (in an event's data: orjson would read
     them as floats). The common line has none and goes to orjson."""
-    if _LONG_DIGITS.search(line):
+    if _LONG_DIGITS in line.translate(_DIGITS_TO_ZERO):
         return json.loads(line)
     return orjson.loads(line)
 

@@ -113,7 +113,10 @@ def _constant(text: str | None, count: int, dictionary: bool = False) -> pa.Arra
 def _text(array: pa.Array, dictionary: bool) -> pa.Array:
     """A string or dictionary array as the one wanted."""
     if pa.types.is_dictionary(array.type):
-        return array if dictionary else array.cast(pa.string())
+        if dictionary:
+            return array
+        decoded = array.dictionary_decode()  # a method in C: half of a cast's time
+        return decoded if decoded.type == pa.string() else decoded.cast(pa.string())
     return pc.dictionary_encode(array) if dictionary else array
 
 

@@ -19,7 +19,8 @@ each in fresh processes (`worker.py`, the peer's adapter in `adapters/`):
 - W3 cross-run: `--runs` runs (or as many as `--setup-budget` allows) of
   `--run-steps` steps; "final loss per run, sorted" with each peer's own API, in a
   fresh process; the answer is checked against what was logged. runstore is asked
-  as jobs left the root and again after archiving (what `runstore sql`/`ui` do by
+  as jobs left the root (each repeat a copy of it: its first query starts archiving
+  in the background) and again after archiving (what `runstore sql`/`ui` do by
   themselves); Aim's UI index is built first (without it Aim's query sees no run).
 - W4 crash: a process logs as fast as it can and is SIGKILLed after `--crash-seconds`
   (stopped first, so the count of calls that returned is exact); then the records a
@@ -413,9 +414,16 @@ def bench(peers: list[Peer], args: argparse.Namespace, base: Path, results: Resu
     if aim is not None:
         indexed = run_worker(aim, "archive", directory=str(roots["aim"][0]))
         results.add("W3 setup", "aim index", {"seconds": indexed.result["seconds"]})
-    for _ in range(args.repeats):
+    for repeat in range(args.repeats):
         for peer in _each(peers, "W3 query"):
             directory, made = roots[peer.name]
+            if peer.name == "runstore":
+                # Its query starts archiving the root in the background: each repeat
+                # asks a copy of the root as the jobs left it, or the later ones would
+                # find the archive the first one made.
+                copy = base / f"w3-runstore-{repeat}"
+                shutil.copytree(directory, copy, ignore=shutil.ignore_patterns(".runstore"))
+                directory = copy
             results.add("W3", peer.name, w3_query(peer, directory, made, args.run_steps))
     own = next((peer for peer in peers if peer.name == "runstore"), None)
     if own is not None:
