@@ -269,7 +269,7 @@ class _Manifest:
         """The manifest file's bytes: fields in declaration order, then the unknown ones."""
         import orjson
 
-        known = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        known = {name: getattr(self, name) for name in _stored_fields(type(self))}
         document = {**known, **{k: v for k, v in self.extra.items() if k not in known}}
         return orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_UTC_Z) + b"\n"
 
@@ -340,6 +340,16 @@ def check_format_version(version: object, where: Path | str) -> None:
         )
 
 
+#: Each manifest class's fields as its file holds them, in order (`extra` apart).
+_STORED: dict[type[_Manifest], tuple[str, ...]] = {}
+
+
+def _stored_fields(model: type[_Manifest]) -> tuple[str, ...]:
+    if model not in _STORED:
+        _STORED[model] = tuple(f.name for f in fields(model) if f.name != "extra")
+    return _STORED[model]
+
+
 #: The pydantic validator of each manifest class, made on first read.
 _VALIDATORS: dict[type[_Manifest], TypeAdapter[Any]] = {}
 
@@ -357,7 +367,7 @@ def parse_manifest(model: type[_M], data: object, where: Path | str) -> _M:
     if not isinstance(data, dict):
         raise ManifestError(f"{where}: expected a JSON object")
     check_format_version(data.get("format_version"), where)
-    names = {f.name for f in fields(model)} - {"extra"}
+    names = _stored_fields(model)
     known = {k: v for k, v in data.items() if k in names}
     from pydantic import ValidationError
 
