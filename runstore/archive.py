@@ -135,8 +135,11 @@ def store_schema(table: str) -> pa.Schema:
     return SCHEMAS[stream].insert(0, _RUN_ID)
 
 
-def with_run_id(table: pa.Table, run_id: str) -> pa.Table:
-    return table.add_column(0, _RUN_ID, pa.repeat(pa.scalar(run_id, pa.string()), len(table)))
+def with_run_id(table: pa.Table, run_id: str | pa.Array) -> pa.Table:
+    """A stream's table with `run_id` in front: one run's id, or a column of them."""
+    if isinstance(run_id, str):
+        run_id = pa.repeat(pa.scalar(run_id, pa.string()), len(table))
+    return table.add_column(0, _RUN_ID, run_id)
 
 
 def _json(value: object) -> str | None:

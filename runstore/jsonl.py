@@ -239,14 +239,25 @@ def _line_problem(stream: str, line: dict[str, Any]) -> str | None:
     return None
 
 
-def decode_lines(stream: str, data: bytes, *, start: int = 0, where: str = "") -> DecodedLines:
+def decode_lines(
+    stream: str,
+    data: bytes,
+    *,
+    start: int = 0,
+    where: str = "",
+    columns: Columns | None = None,
+) -> DecodedLines:
     """Records of the complete lines in `data[start:]`.
 
     An unterminated last line is left for a later read (never reported); a complete line
     that is not valid is reported in `problems` with its offset and skipped.
+    `columns`: append the records to these (a reader decoding many segments to convert
+    them at once) instead of new ones.
     """
     fields = RECORD_FIELDS[stream]
-    result = DecodedLines(columns={name: [] for name in fields}, end=start)
+    if columns is None:
+        columns = {name: [] for name in fields}
+    result = DecodedLines(columns=columns, end=start)
     last_newline = data.rfind(b"\n", start)
     if last_newline < 0:
         result.torn_bytes = len(data) - start

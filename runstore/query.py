@@ -13,18 +13,18 @@ source to the other, and no record is counted twice.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import duckdb
 import pyarrow as pa
 
+from ._live import LiveRun, read_live
 from .archive import (
     LATEST_METRICS,
     LATEST_PROGRESS,
@@ -32,7 +32,6 @@ from .archive import (
     RUNS,
     WRITERS,
     Catalog,
-    RunDir,
     archive_dir,
     catalog_path,
     latest_select,
@@ -41,14 +40,12 @@ from .archive import (
     scan_root,
     sql_path,
     store_schema,
-    with_run_id,
     writers_table,
 )
 from .compaction import BACKGROUND_RUNS, CompactReport, compact, compact_in_background
 from .confinement import Deadline, QueryLimits, check_read_only
-from .errors import ManifestError, QueryError, RunDirectoryError, RunstoreError, RunstoreWarning
+from .errors import ManifestError, QueryError, RunDirectoryError, RunstoreWarning
 from .format import DEV_EVENTS, EVENTS, METRICS, PROGRESS, SCHEMAS, STREAMS
-from .reader import RunData, SegmentCache, read_run, stream_sources
 
 __all__ = ["VIEWS", "QueryResult", "Store"]
 
@@ -100,23 +97,6 @@ class QueryResult:
 COMPACT_HINT_RUNS: Final = 200
 #: Seconds between two background compactions a store starts.
 ARCHIVE_EVERY: Final = 60.0
-
-
-@dataclass
-class _LiveRun:
-    """A run read from its directory, kept between queries."""
-
-    signature: tuple[int, ...]
-    run: RunData
-    final: bool  # nothing can change it while its signature holds
-    #: Records of the live (JSONL) segments, by stream, with run_id.
-    tables: dict[str, pa.Table]
-    #: Paths of the sealed segments, by stream: DuckDB reads them from disk.
-    sealed: dict[str, list[str]]
-    caches: dict[str, SegmentCache] = field(default_factory=dict)
-    # Tells one reading from the next, so the live tables are re-registered only when
-    # some run was read again.
-    version: int = field(default_factory=itertools.count().__next__)
 
 
 def _quote(name: str) -> str:
@@ -182,7 +162,7 @@ class Store:
         self._catalog: Catalog | None = None
         self._catalog_key: tuple[int, ...] | None = None
         self._catalog_problem: str | None = None
-        self._live: dict[str, _LiveRun] = {}
+        self._live: dict[str, LiveRun] = {}
         self._views_key: object = None
         self._live_key: object = None
         #: Sealed segments of the runs outside the archive, by stream, and a counter
@@ -293,23 +273,19 @@ class Store:
         for name in sorted(valid):
             problems.extend(archived[name][1].problems)
         excluded = sorted(run.run_id for name, (_, run) in archived.items() if name not in valid)
-        live: dict[str, _LiveRun] = {}
-        for run_dir in run_dirs:
-            if run_dir.name in valid:
-                continue
-            entry_live = self._read_live(run_dir, problems)
-            if entry_live is None:
-                continue
+        live: dict[str, LiveRun] = {}
+        unarchived = [run_dir for run_dir in run_dirs if run_dir.name not in valid]
+        for name, entry_live in read_live(unarchived, self._live, problems).items():
             problems.extend(entry_live.run.problems)
             run_id = entry_live.run.run_id
             if run_id in taken:
                 problems.append(
-                    f"{run_dir.path}: run id {run_id} is already held by another directory "
-                    "(a copy?); left out"
+                    f"{entry_live.run.path}: run id {run_id} is already held by another "
+                    "directory (a copy?); left out"
                 )
                 continue
             taken.add(run_id)
-            live[run_dir.name] = entry_live
+            live[name] = entry_live
         self._live = live
         self._pending_compaction = sum(1 for run in live.values() if run.final)
         self._archive_pending()
@@ -490,23 +466,6 @@ class Store:
             problems.append(self._catalog_problem)
         return self._catalog
 
-    def _read_live(self, run_dir: RunDir, problems: list[str]) -> _LiveRun | None:
-        cached = self._live.get(run_dir.name)
-        if cached is not None and cached.final and cached.signature == run_dir.signature:
-            return cached
-        try:
-            run = read_run(run_dir.path)
-        except RunstoreError as exc:
-            problems.append(f"{exc}; left out")
-            return None
-        caches = cached.caches if cached is not None else {s: {} for s in STREAMS}
-        tables, sealed = {}, {}
-        for stream in STREAMS:
-            live, sealed[stream], found = stream_sources(run_dir.path, stream, caches[stream])
-            run.problems.extend(found)
-            tables[stream] = with_run_id(live, run.run_id)
-        return _LiveRun(run_dir.signature, run, run.final, tables, sealed, caches)
-
     def _define_views(self, parts: list[str], excluded: list[str]) -> None:
         key = (tuple(parts), tuple(excluded), self._sealed_key)
         if key == self._views_key:
@@ -564,7 +523,7 @@ class Store:
         self._con.register(f"_live_{WRITERS}", writers_table(run.run for run in runs))
         sealed: dict[str, list[str]] = {}
         for stream in (EVENTS, PROGRESS, METRICS):
-            tables = [run.tables[stream] for run in runs]
+            tables = [table for run in runs for table in run.tables[stream]]
             combined = pa.concat_tables(tables) if tables else store_schema(stream).empty_table()
             self._con.register(f"_live_{stream}", combined)
             files = [(path, run.run.run_id) for run in runs for path in run.sealed[stream]]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import orjson
 import pyarrow as pa
@@ -47,7 +47,7 @@ from .format import (
     missing_manifest,
     utc_now,
 )
-from .segments import check_sealed, read_segment, unreadable
+from .segments import read_segment, unreadable
 
 __all__ = [
     "RunData",
@@ -59,9 +59,9 @@ __all__ = [
     "list_runs",
     "read_run",
     "read_run_info",
+    "read_segments",
     "read_stream",
     "segment_files",
-    "stream_sources",
     "writer_alive",
 ]
 
@@ -100,23 +100,26 @@ def derive_status(
 def segment_files(run_dir: Path, stream: str) -> list[tuple[SegmentName, Path]]:
     """The segments of one stream, one file per segment: Parquet where it exists.
     Anything but a regular file under a segment's name (a folder, a link) is ignored."""
-    directory = run_dir / STREAMS_DIR / stream
+    # Paths as strings until the chosen few: a store lists the streams of thousands
+    # of runs, and each pathlib join costs more than the listing's system call.
     try:
-        entries = list(os.scandir(directory))
+        with os.scandir(os.path.join(run_dir, STREAMS_DIR, stream)) as entries:
+            found = [
+                (name, entry.path)
+                for entry in entries
+                if (name := SegmentName.parse(entry.name)) is not None
+                # Segments are regular files: a folder in one's place is no data, and a
+                # link could lead out of the run.
+                and entry.is_file(follow_symlinks=False)
+            ]
     except (FileNotFoundError, NotADirectoryError):
         return []
-    chosen: dict[str, SegmentName] = {}
-    for entry in entries:
-        name = SegmentName.parse(entry.name)
-        # Segments are regular files: a folder in one's place is no data, and a link
-        # could lead out of the run.
-        if name is None or not entry.is_file(follow_symlinks=False):
-            continue
-        current = chosen.get(name.stem)
-        if current is None or (name.sealed and not current.sealed):
-            chosen[name.stem] = name
-    ordered = sorted(chosen.values(), key=lambda n: (n.writer, n.number))
-    return [(name, directory / name.filename) for name in ordered]
+    chosen: dict[tuple[str, int], tuple[SegmentName, str]] = {}
+    for name, path in found:
+        current = chosen.get((name.writer, name.number))
+        if current is None or (name.sealed and not current[0].sealed):
+            chosen[name.writer, name.number] = (name, path)
+    return [(name, Path(path)) for _, (name, path) in sorted(chosen.items())]
 
 
 #: Segments read before, by path: (size and mtime of a live file, or None for a sealed
@@ -141,29 +144,30 @@ def _read_cached(
     return table, found
 
 
-def _each_segment(
+def read_segments(
     run_dir: Path,
     stream: str,
     cache: SegmentCache | None,
     problems: list[str],
+    *,
     sealed: Callable[[SegmentName, Path], pa.Table | None],
+    live: Callable[[SegmentName, Path], pa.Table | None],
 ) -> list[pa.Table]:
-    """The tables of a stream's live segments, read (`cache`: again only once they
-    changed); each sealed segment, one sealed while we read it included, goes to
-    `sealed`, whose table, if any, is kept too."""
+    """The tables `live` and `sealed` give for each of a stream's segments, by kind
+    (one sealed while we read it goes to `sealed`); segments gone from `cache` since
+    the last call are dropped from it, and one that cannot be read is a problem."""
     tables: list[pa.Table] = []
     listed = segment_files(run_dir, stream)
-    if cache is not None:
+    if cache is not None and cache:
         for gone in set(cache) - {path for _, path in listed}:
             del cache[gone]
     for name, path in listed:
         try:
-            if name.sealed:
-                table = sealed(name, path)
-            else:
-                table, found = _read_cached(stream, name, path, cache)
-                problems.extend(found)
+            table = (sealed if name.sealed else live)(name, path)
         except FileNotFoundError:
+            if name.sealed:
+                problems.append(f"{path}: vanished while reading (run deleted?); skipped")
+                continue
             # Sealed between listing and reading: the Parquet holds the same records.
             sealed_name = dataclasses.replace(name, sealed=True)
             try:
@@ -190,12 +194,12 @@ def read_stream(
     """
     problems: list[str] = []
 
-    def read_sealed(name: SegmentName, path: Path) -> pa.Table:
+    def read(name: SegmentName, path: Path) -> pa.Table:
         table, found = _read_cached(stream, name, path, cache)
         problems.extend(found)
         return table
 
-    tables = _each_segment(run_dir, stream, cache, problems, read_sealed)
+    tables = read_segments(run_dir, stream, cache, problems, sealed=read, live=read)
     if not tables:
         return SCHEMAS[stream].empty_table(), problems
     table = pa.concat_tables(tables)
@@ -205,46 +209,15 @@ def read_stream(
     return table.take(order), problems
 
 
-def stream_sources(
-    run_dir: Path, stream: str, cache: SegmentCache
-) -> tuple[pa.Table, list[str], list[str]]:
-    """A stream as a store reads it: (the records of its live segments, the paths of
-    its sealed segments, the problems found).
-
-    Live segments are read (again only once they changed: `cache`, one per run and
-    stream, kept by the caller); sealed ones are checked once, by their footer, and left
-    on disk for DuckDB to read when a query needs them: a store holds no sealed records
-    in memory. The records are in no particular order."""
-    problems: list[str] = []
-    sealed: list[str] = []
-
-    def check(name: SegmentName, path: Path) -> None:
-        if path not in cache:
-            readable, found = check_sealed(stream, path)
-            # The table slot says whether DuckDB may read the file: the stream's empty
-            # table if so, None if not.
-            cache[path] = (None, _EMPTY[stream] if readable else None, found)
-        _, usable, found = cache[path]
-        problems.extend(found)
-        if usable is not None:
-            sealed.append(str(path))
-
-    tables = _each_segment(run_dir, stream, cache, problems, check)
-    live = pa.concat_tables(tables) if tables else _EMPTY[stream]
-    return live, sealed, problems
-
-
-_EMPTY: Final = {stream: schema.empty_table() for stream, schema in SCHEMAS.items()}
-
-
 def _read_writers(run_dir: Path, problems: list[str]) -> list[WriterManifest]:
     writers = []
     directory = run_dir / WRITERS_DIR
     try:
-        paths = sorted(directory.glob(f"*{MANIFEST_SUFFIX}"))
+        with os.scandir(directory) as entries:
+            names = sorted(e.name for e in entries if e.name.endswith(MANIFEST_SUFFIX))
     except OSError:
         return []
-    for path in paths:
+    for path in (directory / name for name in names):
         try:
             writers.append(load_writer_manifest(path))
         except ManifestError as exc:

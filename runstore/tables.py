@@ -34,6 +34,7 @@ from .jsonl import (
 )
 
 __all__ = [
+    "BAD_VALUES",
     "SEAL_SCHEMAS",
     "MetricsHint",
     "NumberRows",
@@ -41,8 +42,10 @@ __all__ = [
     "batch_rows",
     "float_rows",
     "number_rows_table",
+    "repeat_each",
     "safe_table",
     "table_from_columns",
+    "table_of_batches",
 ]
 
 
@@ -403,9 +406,41 @@ def table_from_columns(
     return _columns_table(stream, writer, columns)
 
 
+def repeat_each(values: Sequence[str], counts: Sequence[int]) -> pa.Array:
+    """A string column holding values[i] counts[i] times, in order, made in C++."""
+    kept = [(value, count) for value, count in zip(values, counts, strict=True) if count]
+    if not kept:
+        return pa.array([], pa.string())
+    ends = pa.array(list(itertools.accumulate(count for _, count in kept)), pa.int64())
+    encoded = pa.RunEndEncodedArray.from_arrays(ends, pa.array([v for v, _ in kept], pa.string()))
+    decoded: pa.Array = pc.run_end_decode(encoded)
+    return decoded
+
+
+def table_of_batches(
+    stream: str, columns: Columns, bounds: Sequence[int], writers: Sequence[str]
+) -> tuple[pa.Table, list[int]]:
+    """Batches of records laid end to end in `columns` (batch i: records bounds[i] up
+    to bounds[i + 1], written by writers[i]) as one table, the rows of each batch
+    together and in order, and how many rows each batch has.
+
+    One conversion for the small segments of many runs: each one's own costs ~100 µs
+    whatever its size, most of what reading a short finished run costs. Raises as
+    `table_from_columns` does (the caller converts the batches one by one instead)."""
+    if stream == METRICS:
+        keys = list(itertools.accumulate(map(len, columns["values"]), initial=0))
+        counts = [keys[end] - keys[start] for start, end in itertools.pairwise(bounds)]
+    else:
+        counts = [end - start for start, end in itertools.pairwise(bounds)]
+    table = table_from_columns(stream, "", columns)
+    if table.num_rows != sum(counts):
+        raise ValueError(f"{table.num_rows} rows of {sum(counts)} records' values")
+    return table.set_column(1, SCHEMAS[stream].field(1), repeat_each(writers, counts)), counts
+
+
 #: What a record of wrong values raises on its way to Arrow (OverflowError: an int
 #: beyond 64 bits where the schema has int64, such as a `ts_ns` of 2**64 - 1).
-_BAD_VALUES: Final = (
+BAD_VALUES: Final = (
     pa.ArrowException,
     TypeError,
     ValueError,
@@ -422,13 +457,13 @@ def safe_table(
     in `problems` and left out instead of failing the whole segment."""
     try:
         return table_from_columns(stream, writer, columns)
-    except _BAD_VALUES:
+    except BAD_VALUES:
         pass
     good: list[int] = []
     for index in range(record_count(columns)):
         try:
             table_from_columns(stream, writer, slice_columns(columns, index, index + 1))
-        except _BAD_VALUES as exc:
+        except BAD_VALUES as exc:
             problems.append(f"{where}: record {index + 1} has a value of the wrong type ({exc})")
         else:
             good.append(index)

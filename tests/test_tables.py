@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import orjson
 import pyarrow as pa
 import pytest
@@ -9,18 +11,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runstore import tables
-from runstore.format import EVENTS, METRICS
+from runstore.format import EVENTS, METRICS, SCHEMAS
 from runstore.jsonl import (
     JsonText,
+    columns_of_records,
     decode_lines,
     uniform_keys,
 )
-from runstore.tables import MetricsHint, table_from_columns
+from runstore.tables import MetricsHint, table_from_columns, table_of_batches
 
 from .conftest import IMPLEMENTATIONS, implementation
 from .records import (
     events_line,
     finite,
+    metric_records,
     metrics_columns,
     same_table,
 )
@@ -120,3 +124,36 @@ def test_keys_the_caller_found_are_not_looked_for_again(monkeypatch: pytest.Monk
         assert same_table(found, expected)
     with pytest.raises(AssertionError, match="called again"):
         table_from_columns(METRICS, "w", metrics_columns(records), hint=None)
+
+
+@pytest.mark.parametrize("kind", IMPLEMENTATIONS)
+@given(st.lists(metric_records(), max_size=5))
+@settings(max_examples=60, deadline=None)
+def test_batches_converted_at_once_are_the_batches_converted_one_by_one(
+    kind: str, batches: list[list[tuple[object, ...]]]
+) -> None:
+    writers = [f"w{i}" for i in range(len(batches))]
+    laid = metrics_columns([record for batch in batches for record in batch])
+    bounds = list(itertools.accumulate(map(len, batches), initial=0))
+    with implementation(kind):
+        table, counts = table_of_batches(METRICS, laid, bounds, writers)
+    one_by_one = [
+        table_from_columns(METRICS, writer, metrics_columns(batch))
+        for writer, batch in zip(writers, batches, strict=True)
+    ]
+    assert counts == [t.num_rows for t in one_by_one]
+    assert same_table(table, pa.concat_tables(one_by_one) if one_by_one else table)
+
+
+def test_batches_of_events_keep_their_writers() -> None:
+    record = (1_700_000_000_000_000_000, 1, "message", "info", None, {"content": "hi"}, None, None)
+    laid = columns_of_records(EVENTS, [record, record, record])
+    table, counts = table_of_batches(EVENTS, laid, [0, 2, 2, 3], ["a", "b", "c"])
+    assert counts == [2, 0, 1]
+    assert table.column("writer").to_pylist() == ["a", "a", "c"]
+    assert table.schema == SCHEMAS[EVENTS]
+
+
+def test_repeat_each_skips_the_values_counted_zero_times() -> None:
+    assert tables.repeat_each(["a", "b", "c"], [0, 2, 1]).to_pylist() == ["b", "b", "c"]
+    assert tables.repeat_each(["a"], [0]).to_pylist() == []
