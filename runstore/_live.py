@@ -23,7 +23,7 @@ import pyarrow as pa
 from .archive import RunDir, store_schema, with_run_id
 from .errors import RunstoreError
 from .format import RECORD_FIELDS, STREAMS, SegmentName
-from .jsonl import Columns, decode_lines, slice_columns
+from .jsonl import Columns, decode_lines, record_count, slice_columns
 from .reader import RunData, SegmentCache, read_run, read_segments
 from .segments import check_sealed
 from .tables import BAD_VALUES, repeat_each, safe_table, table_of_batches
@@ -175,7 +175,7 @@ class _Batch:
         self.size = 0
 
     def add(self, segment: _Segment, data: bytes) -> None:
-        segment.start = len(self.columns["seq"])
+        segment.start = record_count(self.columns)
         decoded = decode_lines(self.stream, data, where=str(segment.path), columns=self.columns)
         segment.problems = decoded.problems
         self.segments.append(segment)
@@ -188,7 +188,7 @@ class _Batch:
         if not self.segments:
             return
         segments, columns = self.segments, self.columns
-        bounds = [segment.start for segment in segments] + [len(columns["seq"])]
+        bounds = [segment.start for segment in segments] + [record_count(columns)]
         try:
             table, counts = table_of_batches(
                 self.stream, columns, bounds, [segment.writer for segment in segments]
