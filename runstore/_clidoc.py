@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from .cli import main
+from .cli import all_commands, main
 
 __all__ = ["reference"]
 
@@ -41,13 +41,14 @@ def reference() -> str:
         "```",
     ]
     assert isinstance(main, click.Group)
-    for name in sorted(main.commands):
+    commands = all_commands()
+    for name in sorted(commands):
         parts += [
             "",
             f"## runstore {name}",
             "",
             "```",
-            _help(main.commands[name], name, root),
+            _help(commands[name], name, root),
             "```",
         ]
     return "\n".join(parts) + "\n"

@@ -8,14 +8,13 @@ import math
 from collections.abc import Callable, Sequence
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from typing import IO, Any, Final
+from typing import IO, TYPE_CHECKING, Any, Final
 
 import orjson
 import pyarrow as pa
-import pyarrow.parquet as pq
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 __all__ = ["FORMATS", "RowsOf", "write_result"]
 
@@ -81,6 +80,8 @@ def write_result(
     so under its rows).
     """
     if fmt == "parquet":
+        import pyarrow.parquet as pq  # each import here is paid only by its format
+
         pq.write_table(table, out, compression="zstd")
         return int(table.num_rows)
     if fmt not in FORMATS:
@@ -114,6 +115,10 @@ def _numeric(kind: pa.DataType) -> bool:
 def _write_table(
     schema: pa.Schema, rows: list[tuple[Any, ...]], truncated: bool, console: Console | None
 ) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(show_lines=False)
     for column in schema:
         table.add_column(column.name, justify="right" if _numeric(column.type) else "left")

@@ -13,14 +13,15 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, NamedTuple
 
 import orjson
 import pyarrow as pa
-from pydantic import BaseModel, Field
 
 from ._durable import atomic_write_bytes
+from ._exact import build
 from ._version import __version__
 from .errors import ManifestError, RunDirectoryError
 from .format import (
@@ -256,29 +257,35 @@ def scan_root(root: Path, problems: list[str] | None = None) -> list[RunDir]:
 # -- the archive's catalog ------------------------------------------------------------
 
 
-class ArchivedRun(BaseModel):
+@dataclass
+class ArchivedRun:
     run_id: str
     signature: tuple[int, ...]
     #: What was wrong with the run's files when it was archived (records that could not
     #: be read were left out): queries over the archive go on reporting it.
-    problems: list[str] = Field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
 
 
-class ArchivePart(BaseModel):
+@dataclass
+class ArchivePart:
     """A folder of Parquet files (one per table in PART_TABLES) holding some runs."""
 
     name: str
     runs: dict[str, ArchivedRun]  # by directory name
-    rows: dict[str, int] = Field(default_factory=dict)
+    rows: dict[str, int] = field(default_factory=dict)
 
 
-class Catalog(BaseModel):
+@dataclass
+class Catalog:
     """`catalog.json`: which runs the archive holds, in which part, as of which
-    signature. Written atomically; a part not listed here is not part of the archive."""
+    signature. Written atomically; a part not listed here is not part of the archive.
+
+    Dataclasses, like the manifests: pydantic checks a catalog only when it is not as
+    runstore writes it (`_exact`), so a query over an archived root never imports it."""
 
     archive_version: int = ARCHIVE_VERSION
     runstore_version: str = __version__
-    parts: list[ArchivePart] = Field(default_factory=list)
+    parts: list[ArchivePart] = field(default_factory=list)
 
     def runs(self) -> dict[str, tuple[ArchivePart, ArchivedRun]]:
         return {name: (part, run) for part in self.parts for name, run in part.runs.items()}
@@ -306,8 +313,13 @@ def load_catalog(root: Path) -> Catalog | None:
     except OSError as exc:
         raise ManifestError(f"{path}: cannot be read ({exc.strerror})") from None
     try:
-        catalog = Catalog.model_validate_json(raw)
-    except ValueError as exc:
+        data = orjson.loads(raw)
+        catalog = build(Catalog, data) if isinstance(data, dict) else None
+        if catalog is None:  # not as runstore writes it: pydantic judges
+            from pydantic import TypeAdapter
+
+            catalog = TypeAdapter(Catalog).validate_python(data)
+    except ValueError as exc:  # orjson's and pydantic's errors both are ValueErrors
         detail = str(exc).splitlines()[0]
         raise ManifestError(
             f"{path}: damaged archive catalog ({detail}); the archive is ignored, "
@@ -323,7 +335,7 @@ def load_catalog(root: Path) -> Catalog | None:
 
 
 def save_catalog(root: Path, catalog: Catalog) -> None:
-    atomic_write_bytes(catalog_path(root), catalog.model_dump_json().encode())
+    atomic_write_bytes(catalog_path(root), orjson.dumps(catalog))
 
 
 _LATEST_KEYS: Final = {LATEST_METRICS: "run_id, category, key", LATEST_PROGRESS: "run_id, category"}

@@ -15,6 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
+from ._exact import build
 from .errors import FormatVersionError, ManifestError
 
 if TYPE_CHECKING:
@@ -254,8 +255,9 @@ _Self = TypeVar("_Self", bound="_Manifest")
 
 @dataclass(kw_only=True)
 class _Manifest:
-    """Manifests are plain dataclasses, checked by pydantic only where they are read:
-    a job that writes them never imports pydantic (a tenth of a second, issue 14)."""
+    """Manifests are plain dataclasses, checked by pydantic only where they are read
+    and not as runstore writes them (`_exact`): a job that writes them, and a query
+    that reads them, never imports pydantic (a tenth of a second, issue 14)."""
 
     format_version: int = FORMAT_VERSION
     #: Fields this runstore does not know, kept as read and written back: a newer minor
@@ -369,13 +371,15 @@ def parse_manifest(model: type[_M], data: object, where: Path | str) -> _M:
     check_format_version(data.get("format_version"), where)
     names = _stored_fields(model)
     known = {k: v for k, v in data.items() if k in names}
-    from pydantic import ValidationError
+    manifest = build(model, known)
+    if manifest is None:  # some value not as runstore writes it: pydantic judges
+        from pydantic import ValidationError
 
-    try:
-        manifest = _validator(model).validate_python(known)
-    except ValidationError as exc:
-        detail = "; ".join(str(exc).splitlines()[:3])
-        raise ManifestError(f"{where}: malformed manifest: {detail}") from None
+        try:
+            manifest = _validator(model).validate_python(known)
+        except ValidationError as exc:
+            detail = "; ".join(str(exc).splitlines()[:3])
+            raise ManifestError(f"{where}: malformed manifest: {detail}") from None
     manifest.extra = {k: v for k, v in data.items() if k not in names}
     return manifest
 

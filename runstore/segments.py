@@ -12,7 +12,6 @@ from typing import Any, Final
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from ._durable import fsync_dir
 from .format import (
@@ -54,6 +53,8 @@ def read_segment(stream: str, path: Path, writer: str) -> tuple[pa.Table, list[s
 def _read_parquet(stream: str, path: Path, problems: list[str]) -> pa.Table:
     """A sealed segment; a file of another schema is a problem, never rows of nulls.
     (One open for the schema and the rows: faster than `pq.read_table(schema=...)`.)"""
+    import pyarrow.parquet as pq  # here, not at the top: a look at live runs never needs it
+
     schema = SCHEMAS[stream]
     try:
         parquet = pq.ParquetFile(path)
@@ -97,6 +98,8 @@ def check_sealed(stream: str, path: Path) -> tuple[bool, list[str]]:
     wrong with it, from its footer alone: its columns, in order, and their types; and,
     where the file counts them, nulls where the schema requires a value (the rows are
     left out, the rest is read)."""
+    import pyarrow.parquet as pq
+
     schema = SCHEMAS[stream]
     try:
         metadata = pq.read_metadata(path)
@@ -174,6 +177,8 @@ def write_parquet_atomic(table: pa.Table, path: Path) -> None:
 
     Dictionary columns (SEAL_SCHEMAS) go to Parquet as they are and read back as
     strings: no Arrow schema is stored, only Parquet's own types."""
+    import pyarrow.parquet as pq
+
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         pq.write_table(table.unify_dictionaries(), tmp, store_schema=False, **_PARQUET_OPTIONS)

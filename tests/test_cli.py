@@ -10,9 +10,9 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from runstore.cli import main
+from runstore.cli import COMMAND_MODULES, all_commands, main
 
-from .conftest import SAMPLE_RUNS
+from .conftest import SAMPLE_RUNS, run_python
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -80,10 +80,43 @@ def test_demo_writes_four_runs_and_refuses_to_overwrite(tmp_path: Path) -> None:
     assert again.returncode == 1 and "already exist" in again.stderr
 
 
+def test_each_command_is_found_in_the_module_listed_for_it() -> None:
+    import importlib
+
+    for module in set(COMMAND_MODULES.values()):
+        importlib.import_module(f"runstore.cli.{module}")
+    assert sorted(main.commands) == sorted(COMMAND_MODULES)  # none unlisted
+    for name, command in main.commands.items():
+        assert command.callback is not None
+        assert command.callback.__module__ == f"runstore.cli.{COMMAND_MODULES[name]}", name
+
+
+def test_sql_for_a_script_loads_no_other_command_nor_the_terminal_ui() -> None:
+    done = run_python(
+        """
+        import sys
+        from runstore.cli import main
+        try:
+            main([
+                "sql", sys.argv[1], "SELECT count(*) AS n FROM runs", "--format", "csv",
+                "--no-archive",
+            ])
+        except SystemExit:
+            pass
+        loaded = ("rich", "pydantic", "runstore.cli.carry", "runstore.cli.live")
+        print(",".join(m for m in loaded if m in sys.modules))
+        """,
+        str(SAMPLE_RUNS),
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[:2] == ["n", "4"]
+    assert done.stdout.splitlines()[2:] == [""], f"loaded: {done.stdout.splitlines()[2:]}"
+
+
 def test_every_command_has_help_and_a_documented_example() -> None:
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     runner = CliRunner()
-    for name, command in main.commands.items():
+    for name, command in all_commands().items():
         assert command.help and "Example: runstore " + name in command.help, name
         result = runner.invoke(main, [name, "--help"])
         assert result.exit_code == 0

@@ -22,7 +22,7 @@ from runstore import (
 from runstore.archive import RunDir, store_schema
 from runstore.query import VIEWS
 
-from .conftest import SAMPLE_RUNS
+from .conftest import SAMPLE_RUNS, run_python
 
 
 def make_run(
@@ -341,6 +341,29 @@ def test_confined_sql_still_answers_questions(root: Path) -> None:
             ("accuracy", 1.0),
             ("loss", 0.2),
         ]
+
+
+def test_a_query_over_runs_as_runstore_wrote_them_never_imports_pydantic(root: Path) -> None:
+    # pydantic judges only manifests and catalogs not as runstore writes them: its
+    # import and first validator cost more than reading 2,000 manifests (issue 14).
+    from runstore import compact
+
+    for name in ("a", "b"):
+        make_run(root, name)
+    compact(root)
+    make_run(root, "c")  # outside the archive
+    done = run_python(
+        """
+        import sys
+        from runstore import Store
+        with Store(sys.argv[1], archive=False) as store:
+            print(store.sql("SELECT count(*) FROM runs JOIN metrics USING (run_id)").fetchall())
+        print("pydantic" in sys.modules)
+        """,
+        str(root),
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[(30,)]", "False"]
 
 
 def test_store_is_exported_from_the_package() -> None:

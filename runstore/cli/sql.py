@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
 
 from .._output import FORMATS, write_result
 from ..errors import QueryError, RunstoreError
 from ._base import _console, main, reads_only
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from ..query import Store
 
 _REPL_HELP = """\
@@ -28,7 +29,7 @@ dev_events, progress, metrics, latest_metrics, latest_progress (docs/sql.md).
 
 
 def _print_query(
-    store: Store, query: str, fmt: str, out: IO[bytes], max_rows: int, console: Console
+    store: Store, query: str, fmt: str, out: IO[bytes], max_rows: int, console: Console | None
 ) -> None:
     """Run a query and print its result; a table fetches no more rows than it shows."""
     result = store.query(query, max_rows=max_rows if fmt == "table" and max_rows else None)
@@ -183,12 +184,12 @@ def sql_command(
             f"folders; `runstore compact {root}` makes queries over them faster",
             err=True,
         )
-    console = _console()
     with store, warnings.catch_warnings():
         warnings.simplefilter("ignore", RunstoreWarning)
         if query is None and (interactive or sys.stdin.isatty()):
-            _repl(store, fmt, max_rows, console)
+            _repl(store, fmt, max_rows, _console())
             return
+        console = _console() if fmt == "table" else None  # rich only for a table
         out = open(output, "wb") if output is not None else sys.stdout.buffer  # noqa: SIM115
         try:
             if query is not None:

@@ -363,10 +363,10 @@ def test_ctrl_c_with_a_page_following_stops_quietly(sample_root: Path) -> None:
 
 
 def test_the_documented_default_port_is_the_commands() -> None:
-    from runstore.cli import main
+    from runstore.cli import all_commands
     from runstore.viewer import DEFAULT_PORT
 
-    port = next(p for p in main.commands["ui"].params if p.name == "port")
+    port = next(p for p in all_commands()["ui"].params if p.name == "port")
     assert port.default == DEFAULT_PORT == 8417  # README and docs/viewer.md say 8417
 
 
