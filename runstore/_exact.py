@@ -102,7 +102,9 @@ def _converter(hint: Any) -> _Convert:
     if origin is typing.Literal:
         return _one_of(args)
     if origin in (types.UnionType, typing.Union):
-        return _first_of(tuple(_converter(arg) for arg in args))
+        others = tuple(_converter(arg) for arg in args if arg is not type(None))
+        one = others[0] if len(others) == 1 else _first_of(others)
+        return _or_none(one) if len(others) < len(args) else one
     if origin is dict and len(args) == 2:
         return _dict_of(_converter(args[0]), _converter(args[1]))
     if origin is list and len(args) == 1:
@@ -150,6 +152,12 @@ def _one_of(choices: tuple[Any, ...]) -> _Convert:
         return value
 
     return convert
+
+
+def _or_none(convert: _Convert) -> _Convert:
+    # Not one more option of `_first_of`: most optional fields hold None, and a raise
+    # costs more than the test.
+    return lambda value: None if value is None else convert(value)
 
 
 def _first_of(options: tuple[_Convert, ...]) -> _Convert:

@@ -141,7 +141,9 @@ def _read_stream(
         if hit is not None and hit[0] == key:
             run.problems.extend(hit[2])
             return hit[1]
-        batch.add(_Segment(path, key, name.writer, run, cache, tables), path.read_bytes())
+        with open(path, "rb") as handle:
+            data = handle.read()
+        batch.add(_Segment(path, key, name.writer, run, cache, tables), data)
         return None
 
     tables.extend(read_segments(run.path, stream, cache, run.problems, sealed=check, live=live))

@@ -211,13 +211,12 @@ def read_stream(
 
 def _read_writers(run_dir: Path, problems: list[str]) -> list[WriterManifest]:
     writers = []
-    directory = run_dir / WRITERS_DIR
     try:
-        with os.scandir(directory) as entries:
-            names = sorted(e.name for e in entries if e.name.endswith(MANIFEST_SUFFIX))
+        with os.scandir(os.path.join(run_dir, WRITERS_DIR)) as entries:
+            paths = sorted(e.path for e in entries if e.name.endswith(MANIFEST_SUFFIX))
     except OSError:
         return []
-    for path in (directory / name for name in names):
+    for path in paths:
         try:
             writers.append(load_writer_manifest(path))
         except ManifestError as exc:
