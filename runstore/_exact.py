@@ -3,7 +3,7 @@
 A manifest or catalog as runstore writes it holds every value in its declared type
 already: a str where a str is declared, a list of ints for `tuple[int, ...]`, a time in
 the writer's own `...Z` form. `build` makes the dataclass from such a JSON object
-directly and declines (returns None) anything else; the caller then has pydantic
+directly and declines (returns None) anything else; `validate` then has pydantic
 validate it, so pydantic stays the validator of record (its coercions, its errors).
 Importing pydantic and building its validator cost more than reading 2,000 manifests
 (issue 14), and a fresh `runstore sql` reads a root's manifests and its catalog only.
@@ -19,9 +19,12 @@ import types
 import typing
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-__all__ = ["build"]
+if TYPE_CHECKING:
+    from pydantic import TypeAdapter
+
+__all__ = ["build", "validate"]
 
 _T = TypeVar("_T")
 
@@ -42,6 +45,24 @@ class _Unsupported(Exception):
 
 #: Each dataclass's fields: name -> (convert, required). None: not supported.
 _PLANS: dict[type, dict[str, tuple[_Convert, bool]] | None] = {}
+
+
+#: pydantic's validator of each class, made the first time a document needs it.
+_VALIDATORS: dict[type, TypeAdapter[Any]] = {}
+
+
+def validate(model: type[_T], data: object) -> _T:
+    """`model` from a JSON value: built directly if it is as runstore writes it, else
+    validated by pydantic. Raises pydantic's `ValidationError` (a `ValueError`)."""
+    built = build(model, data) if type(data) is dict else None
+    if built is not None:
+        return built
+    if model not in _VALIDATORS:
+        from pydantic import TypeAdapter
+
+        _VALIDATORS[model] = TypeAdapter(model)
+    result: _T = _VALIDATORS[model].validate_python(data)
+    return result
 
 
 def build(model: type[_T], data: dict[str, Any]) -> _T | None:

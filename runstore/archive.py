@@ -21,7 +21,7 @@ import orjson
 import pyarrow as pa
 
 from ._durable import atomic_write_bytes
-from ._exact import build
+from ._exact import validate
 from ._version import __version__
 from .errors import ManifestError, RunDirectoryError
 from .format import (
@@ -313,12 +313,7 @@ def load_catalog(root: Path) -> Catalog | None:
     except OSError as exc:
         raise ManifestError(f"{path}: cannot be read ({exc.strerror})") from None
     try:
-        data = orjson.loads(raw)
-        catalog = build(Catalog, data) if isinstance(data, dict) else None
-        if catalog is None:  # not as runstore writes it: pydantic judges
-            from pydantic import TypeAdapter
-
-            catalog = TypeAdapter(Catalog).validate_python(data)
+        catalog = validate(Catalog, orjson.loads(raw))
     except ValueError as exc:  # orjson's and pydantic's errors both are ValueErrors
         detail = str(exc).splitlines()[0]
         raise ManifestError(

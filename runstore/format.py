@@ -15,12 +15,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
-from ._exact import build
+from ._exact import validate
 from .errors import FormatVersionError, ManifestError
 
 if TYPE_CHECKING:
     import pyarrow as pa
-    from pydantic import TypeAdapter
 
 __all__ = [
     "ATTACHMENTS_DIR",
@@ -271,7 +270,7 @@ class _Manifest:
         """The manifest file's bytes: fields in declaration order, then the unknown ones."""
         import orjson
 
-        known = {name: getattr(self, name) for name in _stored_fields(type(self))}
+        known = {name: getattr(self, name) for name in _stored(type(self))[0]}
         document = {**known, **{k: v for k, v in self.extra.items() if k not in known}}
         return orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_UTC_Z) + b"\n"
 
@@ -342,36 +341,16 @@ def check_format_version(version: object, where: Path | str) -> None:
         )
 
 
-#: Each manifest class's fields as its file holds them, in order (`extra` apart).
-_STORED: dict[type[_Manifest], tuple[str, ...]] = {}
+#: Each manifest class's fields as its file holds them, in order (`extra` apart), and
+#: as a set, to sort a file's keys into known and extra.
+_STORED: dict[type[_Manifest], tuple[tuple[str, ...], frozenset[str]]] = {}
 
 
-def _stored_fields(model: type[_Manifest]) -> tuple[str, ...]:
+def _stored(model: type[_Manifest]) -> tuple[tuple[str, ...], frozenset[str]]:
     if model not in _STORED:
-        _STORED[model] = tuple(f.name for f in fields(model) if f.name != "extra")
+        names = tuple(f.name for f in fields(model) if f.name != "extra")
+        _STORED[model] = (names, frozenset(names))
     return _STORED[model]
-
-
-#: The same as sets, to sort a file's keys into known and extra.
-_STORED_SETS: dict[type[_Manifest], frozenset[str]] = {}
-
-
-def _stored_set(model: type[_Manifest]) -> frozenset[str]:
-    if model not in _STORED_SETS:
-        _STORED_SETS[model] = frozenset(_stored_fields(model))
-    return _STORED_SETS[model]
-
-
-#: The pydantic validator of each manifest class, made on first read.
-_VALIDATORS: dict[type[_Manifest], TypeAdapter[Any]] = {}
-
-
-def _validator(model: type[_M]) -> TypeAdapter[_M]:
-    if model not in _VALIDATORS:
-        from pydantic import TypeAdapter
-
-        _VALIDATORS[model] = TypeAdapter(model)
-    return _VALIDATORS[model]
 
 
 def parse_manifest(model: type[_M], data: object, where: Path | str) -> _M:
@@ -379,17 +358,13 @@ def parse_manifest(model: type[_M], data: object, where: Path | str) -> _M:
     if not isinstance(data, dict):
         raise ManifestError(f"{where}: expected a JSON object")
     check_format_version(data.get("format_version"), where)
-    names = _stored_set(model)
+    _, names = _stored(model)
     known = {k: v for k, v in data.items() if k in names}
-    manifest = build(model, known)
-    if manifest is None:  # some value not as runstore writes it: pydantic judges
-        from pydantic import ValidationError
-
-        try:
-            manifest = _validator(model).validate_python(known)
-        except ValidationError as exc:
-            detail = "; ".join(str(exc).splitlines()[:3])
-            raise ManifestError(f"{where}: malformed manifest: {detail}") from None
+    try:
+        manifest = validate(model, known)
+    except ValueError as exc:  # pydantic's ValidationError
+        detail = "; ".join(str(exc).splitlines()[:3])
+        raise ManifestError(f"{where}: malformed manifest: {detail}") from None
     manifest.extra = {k: v for k, v in data.items() if k not in names}
     return manifest
 

@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import types
 import typing
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -97,9 +98,14 @@ def _check_agrees(model: type, document: dict[str, Any], built: object) -> None:
     assert orjson.dumps(built, option=option) == orjson.dumps(validated, option=option)
 
 
-@settings(max_examples=300, deadline=None)
-@pytest.mark.parametrize("model", MODELS, ids=lambda model: model.__name__)
-@given(data=st.data())
+def _for_each_model(test: Callable[..., None]) -> Callable[..., None]:
+    """A property test of each model, 300 examples, drawing with `data`."""
+    drawing = given(data=st.data())(test)
+    each = pytest.mark.parametrize("model", MODELS, ids=lambda model: model.__name__)
+    return settings(max_examples=300, deadline=None)(each(drawing))
+
+
+@_for_each_model
 def test_what_runstore_writes_is_built_as_pydantic_reads_it(
     model: type, data: st.DataObject
 ) -> None:
@@ -109,9 +115,7 @@ def test_what_runstore_writes_is_built_as_pydantic_reads_it(
     _check_agrees(model, document, built)
 
 
-@settings(max_examples=300, deadline=None)
-@pytest.mark.parametrize("model", MODELS, ids=lambda model: model.__name__)
-@given(data=st.data())
+@_for_each_model
 def test_any_other_document_is_declined_or_built_as_pydantic_reads_it(
     model: type, data: st.DataObject
 ) -> None:
