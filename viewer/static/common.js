@@ -106,6 +106,11 @@ export function kvTable(table, object) {
   }
 }
 
+// Counts the times a page has rendered what it fetched: the browser tests wait on it.
+export function markLoaded() {
+  document.body.dataset.loaded = String(Number(document.body.dataset.loaded || 0) + 1);
+}
+
 export function debounce(fn, ms) {
   let timer = null;
   return (...args) => { clearTimeout(timer); timer = setTimeout(() => fn(...args), ms); };

@@ -1,7 +1,7 @@
 // Compare runs: params side by side (only differences on demand), last/min/max of every
 // metric, and one chart per metric key with every run overlaid.
 import { MetricChart } from "./chart.js";
-import { PALETTE, api, el, fmtValue, showError } from "./common.js";
+import { PALETTE, api, el, fmtValue, markLoaded, showError } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
 const ids = new URLSearchParams(location.search).getAll("run");
@@ -93,7 +93,7 @@ if (!ids.length) {
     renderParams();
     renderStats();
     renderCharts();
-    document.body.dataset.loaded = "1";
+    markLoaded();
   } catch (error) {
     showError($("error"), error);
   }

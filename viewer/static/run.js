@@ -1,6 +1,6 @@
 // One run: progress per step, a chart per metric, messages, events, files, live.
 import { MetricChart } from "./chart.js";
-import { api, debounce, el, fmtDuration, fmtTime, fmtValue, follow, kvTable, progressBar, showError, statusBadge } from "./common.js";
+import { api, debounce, el, fmtDuration, fmtTime, fmtValue, follow, kvTable, markLoaded, progressBar, showError, statusBadge } from "./common.js";
 
 const runId = document.getElementById("main").dataset.runId;
 const $ = (id) => document.getElementById(id);
@@ -175,7 +175,6 @@ async function loadDetail() {
   kvTable($("params"), detail.run.params);
   kvTable($("env"), detail.run.env);
   kvTable($("checkpoint"), detail.run.checkpoint);
-  document.body.dataset.loaded = String(Number(document.body.dataset.loaded || 0) + 1);
 }
 
 function levels() {
@@ -244,7 +243,7 @@ function eventRow(e) {
 
 // -- live -------------------------------------------------------------------------------
 
-const reloadDetail = debounce(loadDetail, 400);
+const reloadDetail = debounce(async () => { await loadDetail(); markLoaded(); }, 400);
 
 function xOf(record) {
   const axis = $("x-axis").value;
@@ -328,3 +327,4 @@ $("ev-older").addEventListener("click", () => { events.offset += events.limit; l
 
 await loadDetail();
 await Promise.all([loadMessages(), loadEvents()]);
+markLoaded(); // the first time only once the messages and events are in too

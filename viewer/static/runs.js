@@ -1,5 +1,5 @@
 // The runs page: sorted, filtered and paged by the server; live status and progress.
-import { api, debounce, el, fmtDuration, fmtTime, fmtValue, follow, progressBar, setProgress, showError, statusBadge } from "./common.js";
+import { api, debounce, el, fmtDuration, fmtTime, fmtValue, follow, markLoaded, progressBar, setProgress, showError, statusBadge } from "./common.js";
 
 const params = new URLSearchParams(location.search);
 const state = {
@@ -107,7 +107,7 @@ async function refresh() {
     const notes = [...(page.notice ? [page.notice] : []), ...(page.problems.length ? [`Left out of the list:\n${page.problems.join("\n")}`] : [])];
     problems.hidden = !notes.length;
     problems.textContent = notes.join("\n");
-    document.body.dataset.loaded = String(Number(document.body.dataset.loaded || 0) + 1);
+    markLoaded();
   } catch (error) {
     showError($("error"), error);
   }

@@ -1,5 +1,5 @@
 // The SQL page: a confined query over the store's views; errors shown, never a broken page.
-import { api, el, showError } from "./common.js";
+import { api, el, markLoaded, showError } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -23,7 +23,7 @@ async function run(query) {
     $("sql-info").textContent = "";
     showError($("error"), error);
   }
-  document.body.dataset.loaded = String(Number(document.body.dataset.loaded || 0) + 1);
+  markLoaded();
 }
 
 $("sql-form").addEventListener("submit", (event) => {
