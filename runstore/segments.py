@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, Final
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ._durable import fsync_dir
 from .format import (
@@ -71,6 +70,8 @@ def _read_parquet(stream: str, path: Path, problems: list[str]) -> pa.Table:
             parquet.close()
         required = [f.name for f in schema if not f.nullable and table.column(f.name).null_count]
         if required:
+            import pyarrow.compute as pc  # a damaged file only: a writer never needs it
+
             valid = pc.is_valid(table.column(required[0]))
             for name in required[1:]:
                 valid = pc.and_(valid, pc.is_valid(table.column(name)))

@@ -14,8 +14,9 @@ from typing import Any, Final
 
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 
+# pyarrow.compute (~30 ms to import) is imported by the functions that use it: a job's
+# writer sealing float metrics builds its tables without it.
 from . import _native
 from ._storable import key_text
 from .format import (
@@ -64,6 +65,8 @@ _THOUSAND: Final = _int64(1000)
 
 
 def _timestamps(ts_ns: Sequence[Any]) -> pa.Array:
+    import pyarrow.compute as pc
+
     return pc.divide(pa.array(ts_ns, pa.int64()), _THOUSAND).cast(SCHEMAS[EVENTS].field("ts").type)
 
 
@@ -120,7 +123,11 @@ def _text(array: pa.Array, dictionary: bool) -> pa.Array:
             return array
         decoded = array.dictionary_decode()  # a method in C: half of a cast's time
         return decoded if decoded.type == pa.string() else decoded.cast(pa.string())
-    return pc.dictionary_encode(array) if dictionary else array
+    if not dictionary:
+        return array
+    import pyarrow.compute as pc
+
+    return pc.dictionary_encode(array)
 
 
 def _assemble_metrics(
@@ -180,6 +187,8 @@ _ROW_INDEX_WIDTHS: Final = 4
 
 
 def _row_index(width: int, count: int) -> tuple[pa.Array, pa.Array]:
+    import pyarrow.compute as pc
+
     cached = _ROW_INDEX.get(width)
     if cached is None or len(cached[0]) < count:
         capacity = max(count, min(_ROW_INDEX_MAX_ROWS, 2 * count))
@@ -198,6 +207,8 @@ def _uniform_floats_table(
 ) -> pa.Table:
     """The common batch, built in C++: every call logged the same string keys
     (`uniform_keys`), all floats."""
+    import pyarrow.compute as pc
+
     values = columns["values"]
     records = len(values)
     # A column per key, read out of the dicts in C (itemgetter): ~40% less than
@@ -218,6 +229,8 @@ def _uniform_floats_table(
 
 def all_finite(table: pa.Table) -> bool:
     """Whether every metric value of a table is a finite number."""
+    import pyarrow.compute as pc
+
     return pc.all(pc.is_finite(table["value"])).as_py() is True
 
 
@@ -324,6 +337,8 @@ def number_rows_table(writer: str, rows: NumberRows, dictionary: bool) -> pa.Tab
 def _metrics_table(
     writer: str, columns: Columns, hint: MetricsHint | None, dictionary: bool
 ) -> pa.Table:
+    import pyarrow.compute as pc
+
     if hint is None or hint.all_floats:
         rows = float_rows(columns)
         if rows is not None:
@@ -408,6 +423,8 @@ def table_from_columns(
 
 def repeat_each(values: Sequence[str], counts: Sequence[int]) -> pa.Array:
     """A string column holding values[i] counts[i] times, in order, made in C++."""
+    import pyarrow.compute as pc
+
     kept = [(value, count) for value, count in zip(values, counts, strict=True) if count]
     if not kept:
         return pa.array([], pa.string())
