@@ -7,7 +7,9 @@
 Each peer runs in a virtualenv of its own, made on first use from
 `benchmarks/peers/requirements/PEER.txt` (pinned; kept under `--venvs`, default
 ~/.cache/runstore-peers); runstore and the plain-JSONL baseline run in this
-interpreter. A peer that does not install is reported and left out. The workloads,
+interpreter, its modules byte-compiled first as `pip install` leaves an installed
+package (a checkout under PYTHONDONTWRITEBYTECODE would compile them in every
+process, ~20 ms). A peer that does not install is reported and left out. The workloads,
 each in fresh processes (`worker.py`, the peer's adapter in `adapters/`):
 
 - W1 logging: `--steps` steps of two metrics (loss, accuracy): steps/s while logging
@@ -37,6 +39,7 @@ peers-DATE.md, copied to peers-latest.md: medians, and ratios runstore/peer (mad
 from __future__ import annotations
 
 import argparse
+import compileall
 import contextlib
 import hashlib
 import json
@@ -124,6 +127,8 @@ def make_peer(name: str, venvs: Path) -> Peer:
     adapter = HERE / "adapters" / f"{name}.py"
     if name in LOCAL:
         version = _local_version(name)
+        if name == "runstore":  # as installed: pip byte-compiles what it installs
+            compileall.compile_dir(REPO / "runstore", quiet=1)
         return Peer(name, sys.executable, adapter, version)
     requirements = HERE / "requirements" / f"{name}.txt"
     text = requirements.read_text()
