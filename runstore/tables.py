@@ -15,8 +15,6 @@ from typing import Any, Final
 import orjson
 import pyarrow as pa
 
-# pyarrow.compute (~30 ms to import) is imported by the functions that use it: a job's
-# writer sealing float metrics builds its tables without it.
 from . import _native
 from ._storable import key_text
 from .format import (
@@ -33,6 +31,9 @@ from .jsonl import (
     slice_columns,
     uniform_keys,
 )
+
+# pyarrow.compute (~30 ms to import) is imported by the functions that use it, where they
+# need it: a job's writer seals the tables of float metrics without it.
 
 __all__ = [
     "BAD_VALUES",
@@ -337,12 +338,12 @@ def number_rows_table(writer: str, rows: NumberRows, dictionary: bool) -> pa.Tab
 def _metrics_table(
     writer: str, columns: Columns, hint: MetricsHint | None, dictionary: bool
 ) -> pa.Table:
-    import pyarrow.compute as pc
-
     if hint is None or hint.all_floats:
         rows = float_rows(columns)
         if rows is not None:
             return number_rows_table(writer, rows, dictionary)
+    import pyarrow.compute as pc
+
     values = columns["values"]
     flat: list[Any] | None = None
     if hint is None:  # find out what the writer would have known
