@@ -142,10 +142,13 @@ class Store:
         #: Parses confined queries; never holds the store's views.
         self._parser = duckdb.connect() if confined else None
         self._checked: dict[str, str] = {}
-        self._deadline = Deadline(self._interrupt_query)
+        self._con = duckdb.connect()
+        # The connection's own method, not one of the store's: a store in a cycle with
+        # its deadline would be freed (and its runs' tables with it) only by the
+        # collector, not when the last reference goes.
+        self._deadline = Deadline(self._con.interrupt)
         self._problems: list[str] = []
         self._warned: set[str] = set()
-        self._con = duckdb.connect()
         if threads is not None:
             self._con.execute(f"SET threads = {int(threads)}")
         if self.limits is not None:
@@ -351,14 +354,12 @@ class Store:
         if self._looked_at is None:
             self.refresh()
 
-    def _interrupt_query(self) -> None:
-        self._con.interrupt()
-
     def close(self) -> None:
         self._deadline.close()
         self._con.close()
         if self._parser is not None:
             self._parser.close()
+        self._live = {}  # the runs' tables go now, even while the store is referenced
 
     def __enter__(self) -> Store:
         return self
