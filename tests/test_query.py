@@ -415,8 +415,8 @@ def test_a_store_archives_finished_runs_in_the_background_unless_told_not_to(
 @pytest.mark.parametrize("confined", [False, True])
 def test_a_store_is_freed_when_its_last_reference_goes(tmp_path: Path, confined: bool) -> None:
     # No reference cycle: a dropped store (and the tables of every run it read) goes at
-    # once, not when the cycle collector next runs (a process's exit paid ~35 ms for
-    # 1,000 runs, and a long-lived process held them until then).
+    # once, not when the cycle collector next runs (a long-lived process, say the
+    # viewer, held them until then).
     import gc
     import weakref
 
