@@ -13,6 +13,8 @@ from typing import IO, TYPE_CHECKING, Any, Final
 import orjson
 import pyarrow as pa
 
+from .errors import QueryError
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -82,7 +84,13 @@ def write_result(
     if fmt == "parquet":
         import pyarrow.parquet as pq  # each import here is paid only by its format
 
-        pq.write_table(table, out, compression="zstd")
+        try:
+            pq.write_table(table, out, compression="zstd")
+        except pa.ArrowNotImplementedError as exc:  # before a byte is written
+            raise QueryError(
+                f"the result cannot be written as Parquet: {exc}; cast that column in the "
+                "query (to VARCHAR, say) or choose another format"
+            ) from None
         return int(table.num_rows)
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
+import pytest
 from click.testing import CliRunner
 
 from runstore.cli import COMMAND_MODULES, all_commands, main
@@ -284,3 +287,56 @@ def test_a_command_that_only_reads_leaves_without_teardown_and_loses_no_output(
     done = _run_command("compact", str(root))
     assert done.returncode == 0, done.stderr
     assert "torn down" in done.stderr
+
+
+def test_commands_that_only_print_what_they_read_load_no_numpy(tmp_path: Path) -> None:
+    # Installed here (the dev extras), as in many a training environment: pyarrow would
+    # load it, and nothing these commands print needs it.
+    pytest.importorskip("numpy")
+    query = (
+        "SELECT r.run_id, r.started_at, m.key, m.value, e.data, 1.5::DECIMAL(10, 2) AS d, "
+        "[1, 2] AS l, {'a': 1} AS s, 'x'::BLOB AS b "
+        "FROM runs r JOIN latest_metrics m USING (run_id) LEFT JOIN events e USING (run_id)"
+    )
+    commands = [
+        ["sql", str(SAMPLE_RUNS), query, "--format", fmt, "-o", str(tmp_path / f"out.{fmt}")]
+        for fmt in ("table", "csv", "json", "jsonl", "parquet")
+    ]
+    commands += [["ls", str(SAMPLE_RUNS)], ["show", str(SAMPLE_RUNS / "demo-train")]]
+    for args in commands:
+        done = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "runstore", *args],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, (args, done.stderr[-2000:])
+        loaded = re.findall(r"\|\s*(numpy\.\S+)$", done.stderr, re.MULTILINE)
+        assert not loaded, (args, loaded[:5])
+    assert len(json.loads((tmp_path / "out.json").read_text())) > 10
+    assert pq.read_table(tmp_path / "out.parquet").num_rows > 10
+
+
+def test_output_file_is_replaced_only_by_a_whole_result(tmp_path: Path) -> None:
+    out = tmp_path / "result.parquet"
+    out.write_bytes(b"an earlier result")
+    interval = _cli(
+        "sql", str(SAMPLE_RUNS), "SELECT INTERVAL 3 DAY AS i", "--format", "parquet", "-o", str(out)
+    )
+    assert interval.returncode == 1
+    assert "error: the result cannot be written as Parquet" in interval.stderr
+    assert "Traceback" not in interval.stderr
+    wrong = _cli("sql", str(SAMPLE_RUNS), "SELECT nothing FROM runs", "-o", str(out))
+    assert wrong.returncode == 1 and "error: SQL error" in wrong.stderr
+    assert out.read_bytes() == b"an earlier result"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["result.parquet"]  # no temp file
+    done = _cli("sql", str(SAMPLE_RUNS), "SELECT 7 AS n", "--format", "parquet", "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    assert pq.read_table(out).to_pylist() == [{"n": 7}]
+    # A link is written through, as `open` would, never replaced by a file.
+    target = tmp_path / "target.csv"
+    link = tmp_path / "link.csv"
+    link.symlink_to(target)
+    done = _cli("sql", str(SAMPLE_RUNS), "SELECT 8 AS n", "--format", "csv", "-o", str(link))
+    assert done.returncode == 0, done.stderr
+    assert link.is_symlink() and target.read_text().splitlines() == ["n", "8"]

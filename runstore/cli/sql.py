@@ -10,6 +10,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import click
 
+from .._durable import replacing
 from .._output import FORMATS, write_result
 from ..errors import QueryError, RunstoreError
 from ._base import _console, main, reads_only
@@ -190,8 +191,10 @@ def sql_command(
             _repl(store, fmt, max_rows, _console())
             return
         console = _console() if fmt == "table" else None  # rich only for a table
-        out = open(output, "wb") if output is not None else sys.stdout.buffer  # noqa: SIM115
-        try:
+        with contextlib.ExitStack() as stack:
+            # --output is replaced only by a whole result: a query that fails leaves it
+            # as it was.
+            out = sys.stdout.buffer if output is None else stack.enter_context(replacing(output))
             if query is not None:
                 # One look at the root for the warnings above and the query.
                 with store.snapshot(max_age=math.inf):
@@ -204,6 +207,3 @@ def sql_command(
                 raise QueryError(f"SQL error: {str(exc).strip()}") from None
             for statement in statements:
                 _print_query(store, statement.query, fmt, out, max_rows, console)
-        finally:
-            if output is not None:
-                out.close()
