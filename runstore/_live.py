@@ -16,23 +16,65 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Final, NamedTuple
 
 import pyarrow as pa
 
-from .archive import RunDir, store_schema, with_run_id
+from .archive import RunDir, with_run_id
 from .errors import RunstoreError
 from .format import RECORD_FIELDS, STREAMS, SegmentName
 from .jsonl import Columns, decode_lines, record_count, slice_columns
-from .reader import RunData, SegmentCache, read_run, read_segments
+from .reader import RunData, read_run, read_segments
 from .segments import check_sealed
 from .tables import BAD_VALUES, repeat_each, safe_table, table_of_batches
 
-__all__ = ["LiveRun", "read_live"]
+__all__ = ["LiveRun", "LiveTable", "joined", "read_live"]
 
 #: Bytes of live segments decoded before a batch is converted: what one look holds as
 #: Python objects at most, beyond one segment larger than this.
 _BATCH_BYTES: Final = 4 << 20
+
+
+class LiveTable(NamedTuple):
+    """A live segment's records (with run_id): `length` rows from `start` of the table
+    of the look that converted them. A range, not a slice: the segments of one look go
+    to DuckDB as the few tables they were converted in (`joined`), not as thousands of
+    chunks of some twenty rows (slicing them all costs more than reading, and DuckDB
+    scans 2,000 small chunks 2-3x slower than one)."""
+
+    table: pa.Table
+    start: int
+    length: int
+
+
+def joined(pieces: Iterable[LiveTable], schema: pa.Schema) -> pa.Table:
+    """The pieces end to end, those that follow each other in one table as one slice."""
+    parts: list[pa.Table] = []
+    table: pa.Table | None = None
+    start = end = 0
+    for piece in pieces:
+        if piece.table is table and piece.start == end:
+            end += piece.length
+            continue
+        if table is not None:
+            parts.append(table.slice(start, end - start))
+        table, start, end = piece.table, piece.start, piece.start + piece.length
+    if table is not None:
+        parts.append(table.slice(start, end - start))
+    return pa.concat_tables(parts) if parts else schema.empty_table()
+
+
+class _Read(NamedTuple):
+    """A segment as last read: a live one's records, a sealed one's check."""
+
+    key: tuple[int, int] | None  # a live segment's size and mtime when read
+    records: LiveTable | None  # a live segment's
+    readable: bool  # a sealed segment DuckDB may read
+    problems: list[str]
+
+
+#: By path, each segment of a run's stream as last read.
+_Cache = dict[Path, _Read]
 
 
 @dataclass
@@ -42,13 +84,12 @@ class LiveRun:
     signature: tuple[int, ...]
     run: RunData
     final: bool  # nothing can change it while its signature holds
-    #: The records of its live segments by stream, with run_id: a table a segment.
-    tables: dict[str, list[pa.Table]]
+    #: The records of its live segments by stream, with run_id, a piece a segment.
+    tables: dict[str, list[LiveTable]]
     #: Paths of the sealed segments, by stream: DuckDB reads them from disk.
     sealed: dict[str, list[str]]
-    #: By stream, each segment as last read: a live one's table (with run_id), a sealed
-    #: one's check, and the problems found in it.
-    caches: dict[str, SegmentCache]
+    #: By stream, each segment as last read, with the problems found in it.
+    caches: dict[str, _Cache]
     # Tells one reading from the next, so the live tables are re-registered only when
     # some run was read again.
     version: int = field(default_factory=itertools.count().__next__)
@@ -103,7 +144,7 @@ def _read_run(
         problems.append(f"{exc}; left out")
         return
     if cached is None or cached.run.run_id != run.run_id:
-        caches: dict[str, SegmentCache] = {stream: {} for stream in STREAMS}
+        caches: dict[str, _Cache] = {stream: {} for stream in STREAMS}
     else:
         caches = cached.caches
     tables, sealed = {}, {}
@@ -112,35 +153,29 @@ def _read_run(
     runs[run_dir.name] = LiveRun(run_dir.signature, run, run.final, tables, sealed, caches)
 
 
-#: The table a cache holds for a sealed segment DuckDB may read (None: it may not).
-_READABLE: Final = {stream: store_schema(stream).empty_table() for stream in STREAMS}
-
-
-def _read_stream(
-    run: RunData, cache: SegmentCache, batch: _Batch
-) -> tuple[list[pa.Table], list[str]]:
-    """A run's stream: the tables of its live segments read before (those read now are
-    added once `batch` is converted) and the paths of its sealed segments."""
+def _read_stream(run: RunData, cache: _Cache, batch: _Batch) -> tuple[list[LiveTable], list[str]]:
+    """A run's stream: the records of its live segments read before (those read now
+    are added once `batch` is converted) and the paths of its sealed segments."""
     stream = batch.stream
     sealed: list[str] = []
-    tables: list[pa.Table] = []
+    tables: list[LiveTable] = []
 
     def check(name: SegmentName, path: Path) -> None:
         if path not in cache:
             readable, found = check_sealed(stream, path)
-            cache[path] = (None, _READABLE[stream] if readable else None, found)
-        _, usable, found = cache[path]
-        run.problems.extend(found)
-        if usable is not None:
+            cache[path] = _Read(None, None, readable, found)
+        entry = cache[path]
+        run.problems.extend(entry.problems)
+        if entry.readable:
             sealed.append(str(path))
 
-    def live(name: SegmentName, path: Path) -> pa.Table | None:
+    def live(name: SegmentName, path: Path) -> LiveTable | None:
         status = os.stat(path)
         key = (status.st_size, status.st_mtime_ns)
         hit = cache.get(path)
-        if hit is not None and hit[0] == key:
-            run.problems.extend(hit[2])
-            return hit[1]
+        if hit is not None and hit.key == key:
+            run.problems.extend(hit.problems)
+            return hit.records
         with open(path, "rb") as handle:
             data = handle.read()
         batch.add(_Segment(path, key, name.writer, run, cache, tables), data)
@@ -158,8 +193,8 @@ class _Segment:
     key: tuple[int, int]  # size and mtime when read
     writer: str
     run: RunData
-    cache: SegmentCache
-    tables: list[pa.Table]  # the run's tables of this stream
+    cache: _Cache
+    tables: list[LiveTable]  # the run's pieces of this stream
     start: int = 0  # its first record in the batch
     problems: list[str] = field(default_factory=list)
 
@@ -197,18 +232,19 @@ class _Batch:
             )
             table = with_run_id(table, repeat_each([s.run.run_id for s in segments], counts))
             offsets = itertools.accumulate(counts, initial=0)  # one more than counts
-            tables = [table.slice(at, count) for at, count in zip(offsets, counts, strict=False)]
+            pieces = [LiveTable(table, at, n) for at, n in zip(offsets, counts, strict=False)]
         except BAD_VALUES:
             # Some record holds a value of the wrong type: each segment by itself, so
             # the damage stays in its own run (`safe_table` leaves the record out).
-            tables = []
+            pieces = []
             for segment, (start, end) in zip(segments, itertools.pairwise(bounds), strict=True):
                 records = slice_columns(columns, start, end)
                 where = str(segment.path)
                 one = safe_table(self.stream, segment.writer, records, where, segment.problems)
-                tables.append(with_run_id(one, segment.run.run_id))
-        for segment, table in zip(segments, tables, strict=True):
-            segment.cache[segment.path] = (segment.key, table, segment.problems)
-            segment.tables.append(table)
+                one = with_run_id(one, segment.run.run_id)
+                pieces.append(LiveTable(one, 0, one.num_rows))
+        for segment, piece in zip(segments, pieces, strict=True):
+            segment.cache[segment.path] = _Read(segment.key, piece, False, segment.problems)
+            segment.tables.append(piece)
             segment.run.problems.extend(segment.problems)
         self._clear()

@@ -24,7 +24,7 @@ from typing import Any, Final, TypeVar
 import duckdb
 import pyarrow as pa
 
-from ._live import LiveRun, read_live
+from ._live import LiveRun, joined, read_live
 from .archive import (
     LATEST_METRICS,
     LATEST_PROGRESS,
@@ -524,9 +524,8 @@ class Store:
         self._con.register(f"_live_{WRITERS}", writers_table(run.run for run in runs))
         sealed: dict[str, list[str]] = {}
         for stream in (EVENTS, PROGRESS, METRICS):
-            tables = [table for run in runs for table in run.tables[stream]]
-            combined = pa.concat_tables(tables) if tables else store_schema(stream).empty_table()
-            self._con.register(f"_live_{stream}", combined)
+            pieces = (piece for run in runs for piece in run.tables[stream])
+            self._con.register(f"_live_{stream}", joined(pieces, store_schema(stream)))
             files = [(path, run.run.run_id) for run in runs for path in run.sealed[stream]]
             sealed[stream] = [path for path, _ in files]
             self._con.register(

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import pyarrow as pa
@@ -64,6 +64,8 @@ __all__ = [
     "segment_files",
     "writer_alive",
 ]
+
+_T = TypeVar("_T")
 
 
 def writer_alive(writer: WriterManifest, now: datetime | None = None) -> bool:
@@ -147,16 +149,17 @@ def _read_cached(
 def read_segments(
     run_dir: Path,
     stream: str,
-    cache: SegmentCache | None,
+    cache: dict[Path, Any] | None,
     problems: list[str],
     *,
-    sealed: Callable[[SegmentName, Path], pa.Table | None],
-    live: Callable[[SegmentName, Path], pa.Table | None],
-) -> list[pa.Table]:
+    sealed: Callable[[SegmentName, Path], _T | None],
+    live: Callable[[SegmentName, Path], _T | None],
+) -> list[_T]:
     """The tables `live` and `sealed` give for each of a stream's segments, by kind
-    (one sealed while we read it goes to `sealed`); segments gone from `cache` since
-    the last call are dropped from it, and one that cannot be read is a problem."""
-    tables: list[pa.Table] = []
+    (one sealed while we read it goes to `sealed`); segments gone from `cache` (a
+    segment cache keyed by path) since the last call are dropped from it, and one that
+    cannot be read is a problem."""
+    tables: list[_T] = []
     listed = segment_files(run_dir, stream)
     if cache is not None and cache:
         for gone in set(cache) - {path for _, path in listed}:

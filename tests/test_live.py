@@ -9,8 +9,11 @@ from pathlib import Path
 import orjson
 import pyarrow as pa
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from runstore import RuntimeContext, Store, open_run, read_run
+from runstore._live import LiveTable, joined
 from runstore.format import METRICS, PROGRESS
 
 
@@ -55,7 +58,47 @@ def test_runs_read_together_hold_what_each_run_holds(
                 expected = run_rows(getattr(run, stream))
                 assert store_rows(store, stream, run.run_id) == expected, (path.name, stream)
         assert store.problems == []
+        # A second look reads the running run's segments again and keeps the others'.
+        running.set_metrics({"loss": 0.01, "epoch": 5, "note": "s5"}, "train")
+        running.flush()
+        for path in sorted(root.iterdir()):
+            run = read_run(path)
+            for stream in ("events", PROGRESS, METRICS):
+                expected = run_rows(getattr(run, stream))
+                assert store_rows(store, stream, run.run_id) == expected, (path.name, stream)
     running.close()
+
+
+@st.composite
+def _pieces(draw: st.DrawFn) -> list[LiveTable]:
+    """Ranges of two tables, in any order: neighbours, gaps, repeats and empty ones."""
+    tables = [pa.table({"n": list(range(start, start + 30))}) for start in (0, 100)]
+    pieces = []
+    for _ in range(draw(st.integers(0, 12))):
+        table = tables[draw(st.integers(0, 1))]
+        start = draw(st.integers(0, 30))
+        pieces.append(LiveTable(table, start, draw(st.integers(0, 30 - start))))
+    return pieces
+
+
+@given(_pieces())
+def test_pieces_joined_hold_each_piece_in_order(pieces: list[LiveTable]) -> None:
+    result = joined(pieces, pa.schema([("n", pa.int64())]))
+    expected = [
+        value
+        for piece in pieces
+        for value in piece.table["n"].to_pylist()[piece.start : piece.start + piece.length]
+    ]
+    assert result["n"].to_pylist() == expected
+    # One chunk for each place where a piece does not go on from the one before it.
+    breaks = sum(
+        1
+        for before, piece in zip([None, *pieces], pieces, strict=False)
+        if before is None
+        or piece.table is not before.table
+        or piece.start != before.start + before.length
+    )
+    assert result["n"].num_chunks <= max(breaks, 1)
 
 
 def test_a_record_of_the_wrong_type_stays_in_its_own_run(root: Path) -> None:
