@@ -115,7 +115,8 @@ def _repl(store: Store, fmt: str, max_rows: int, console: Console) -> None:
     "--output",
     "-o",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the result to this file instead of stdout.",
+    help="Write the result to this file instead of stdout; the file is replaced only "
+    "once the whole result is written.",
 )
 @click.option(
     "--max-rows",
