@@ -29,6 +29,18 @@ def test_bench_logging_runs_and_compares_with_a_checkout(fresh: bool) -> None:
     assert ("page faults per runstore run:" in done.stdout) is fresh
 
 
+def test_bench_first_query_runs_and_compares_with_a_checkout() -> None:
+    command = [
+        sys.executable, str(_ROOT / "benchmarks" / "bench_first_query.py"), "--runs", "5",
+        "--steps", "3", "--repeats", "1", "--against", str(_ROOT),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "made 5 runs x 3 steps with real jobs" in done.stdout
+    assert "fresh `runstore sql` over a fresh copy of the root" in done.stdout
+    assert "x wall" in done.stdout
+
+
 def test_bench_viewer_runs_at_tiny_sizes(tmp_path: Path) -> None:
     if not Path("/usr/bin/chromium").exists():
         pytest.skip("Debian's chromium is not installed (.ci/run installs it)")

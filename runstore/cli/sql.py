@@ -195,7 +195,11 @@ def sql_command(
         with contextlib.ExitStack() as stack:
             # --output is replaced only by a whole result: a query that fails leaves it
             # as it was.
-            out = sys.stdout.buffer if output is None else stack.enter_context(replacing(output))
+            out = (
+                sys.stdout.buffer
+                if output is None
+                else stack.enter_context(replacing(output, durable=False))
+            )
             if query is not None:
                 # One look at the root for the warnings above and the query.
                 with store.snapshot(max_age=math.inf):
