@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ._process import pid_alive
 from .errors import ManifestError, RunDirectoryError, RunstoreError
@@ -205,6 +204,8 @@ def read_stream(
     tables = read_segments(run_dir, stream, cache, problems, sealed=read, live=read)
     if not tables:
         return SCHEMAS[stream].empty_table(), problems
+    import pyarrow.compute as pc  # not at import: a store's first look does without it
+
     table = pa.concat_tables(tables)
     order = pc.sort_indices(
         table, sort_keys=[("ts", "ascending"), ("writer", "ascending"), ("seq", "ascending")]
@@ -297,6 +298,8 @@ class RunData(RunInfo):
 
     def overall_progress(self) -> float | None:
         """The weighted overall percent of the run's workflow, if it ran one."""
+        import pyarrow.compute as pc
+
         overall = self.progress.column("overall").drop_null()
         return None if len(overall) == 0 else float(pc.max(overall).as_py())
 
@@ -335,6 +338,8 @@ class RunData(RunInfo):
 
     def current_step(self) -> str | None:
         """The step running now (or when the run stopped), from the `step` events."""
+        import pyarrow.compute as pc
+
         current = None
         for row in self.events.filter(pc.equal(self.events["event"], "step")).to_pylist():
             status = orjson.loads(row["data"]).get("status")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import itemgetter
@@ -18,7 +19,6 @@ import pyarrow as pa
 from . import _native
 from ._storable import key_text
 from .format import (
-    EVENTS,
     METRICS,
     RECORD_FIELDS,
     SCHEMAS,
@@ -65,10 +65,25 @@ _ONE: Final = _int64(1)
 _THOUSAND: Final = _int64(1000)
 
 
+#: Values below which a column is made in Python rather than by pyarrow.compute while
+#: that is not loaded yet: importing it (~30-50 ms) costs more than a Python loop over
+#: this many values, and a store's first look at short runs needs no more.
+_COMPUTE_VALUES: Final = 1 << 16
+
+
+def _compute_pays(values: int) -> bool:
+    return values >= _COMPUTE_VALUES or "pyarrow.compute" in sys.modules
+
+
 def _timestamps(ts_ns: Sequence[Any]) -> pa.Array:
+    ints = pa.array(ts_ns, pa.int64())  # what is not an int64 raises here, either way
+    if not _compute_pays(len(ts_ns)):
+        # Microseconds truncated toward zero, as Arrow's integer division does.
+        micros = [None if t is None else t // 1000 if t >= 0 else -(-t // 1000) for t in ts_ns]
+        return pa.array(micros, _TS)
     import pyarrow.compute as pc
 
-    return pc.divide(pa.array(ts_ns, pa.int64()), _THOUSAND).cast(SCHEMAS[EVENTS].field("ts").type)
+    return pc.divide(ints, _THOUSAND).cast(_TS)
 
 
 def _json_text(value: object) -> str:
@@ -122,7 +137,13 @@ def _text(array: pa.Array, dictionary: bool) -> pa.Array:
     if pa.types.is_dictionary(array.type):
         if dictionary:
             return array
-        decoded = array.dictionary_decode()  # a method in C: half of a cast's time
+        if not _compute_pays(len(array)) and array.dictionary.type == pa.string():
+            words = array.dictionary.to_pylist()
+            return pa.array(
+                [None if i is None else words[i] for i in array.indices.to_pylist()],
+                pa.string(),
+            )
+        decoded = array.dictionary_decode()  # half of a cast's time
         return decoded if decoded.type == pa.string() else decoded.cast(pa.string())
     if not dictionary:
         return array
@@ -423,13 +444,17 @@ def table_from_columns(
 
 
 def repeat_each(values: Sequence[str], counts: Sequence[int]) -> pa.Array:
-    """A string column holding values[i] counts[i] times, in order, made in C++."""
-    import pyarrow.compute as pc
-
+    """A string column holding values[i] counts[i] times, in order."""
     kept = [(value, count) for value, count in zip(values, counts, strict=True) if count]
     if not kept:
         return pa.array([], pa.string())
-    ends = pa.array(list(itertools.accumulate(count for _, count in kept)), pa.int64())
+    ends = list(itertools.accumulate(count for _, count in kept))
+    if not _compute_pays(ends[-1]):
+        repeated = (itertools.repeat(value, count) for value, count in kept)
+        return pa.array(itertools.chain.from_iterable(repeated), pa.string(), size=ends[-1])
+    import pyarrow.compute as pc  # made in C++
+
+    ends = pa.array(ends, pa.int64())
     encoded = pa.RunEndEncodedArray.from_arrays(ends, pa.array([v for v, _ in kept], pa.string()))
     decoded: pa.Array = pc.run_end_decode(encoded)
     return decoded

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import sys
+from collections.abc import Callable
+from unittest import mock
 
 import orjson
 import pyarrow as pa
@@ -157,3 +160,49 @@ def test_batches_of_events_keep_their_writers() -> None:
 def test_repeat_each_skips_the_values_counted_zero_times() -> None:
     assert tables.repeat_each(["a", "b", "c"], [0, 2, 1]).to_pylist() == ["b", "b", "c"]
     assert tables.repeat_each(["a"], [0]).to_pylist() == []
+
+
+# -- columns made without pyarrow.compute (a store's first look at short runs) ----------
+
+_INT64_VALUES = st.integers(-(2**63), 2**63 - 1)
+
+
+def _both_ways(make: Callable[[], pa.Array]) -> tuple[pa.Array, pa.Array]:
+    """What `make` gives in Python and with pyarrow.compute."""
+    with mock.patch.object(tables, "_compute_pays", lambda values: False):
+        in_python = make()
+    with mock.patch.object(tables, "_compute_pays", lambda values: True):
+        computed = make()
+    return in_python, computed
+
+
+@given(st.lists(st.one_of(st.none(), _INT64_VALUES), max_size=50))
+def test_timestamps_made_in_python_are_arrows_own(ts_ns: list[int | None]) -> None:
+    in_python, computed = _both_ways(lambda: tables._timestamps(ts_ns))
+    assert in_python.equals(computed)  # negative ones truncated toward zero too
+
+
+@given(
+    st.lists(st.text(max_size=5), min_size=1, max_size=6, unique=True),
+    st.lists(st.one_of(st.none(), st.integers(0, 5)), max_size=50),
+)
+def test_dictionary_text_decoded_in_python_is_arrows_own(
+    words: list[str], picks: list[int | None]
+) -> None:
+    indices = pa.array([None if p is None else p % len(words) for p in picks], pa.int32())
+    array = pa.DictionaryArray.from_arrays(indices, pa.array(words, pa.string()))
+    in_python, computed = _both_ways(lambda: tables._text(array, dictionary=False))
+    assert in_python.equals(computed)
+
+
+@given(st.lists(st.tuples(st.text(max_size=4), st.integers(0, 5)), max_size=20))
+def test_repeat_each_in_python_is_arrows_own(runs: list[tuple[str, int]]) -> None:
+    values, counts = [v for v, _ in runs], [c for _, c in runs]
+    in_python, computed = _both_ways(lambda: tables.repeat_each(values, counts))
+    assert in_python.equals(computed)
+    assert in_python.to_pylist() == [v for v, c in runs for _ in range(c)]
+
+
+def test_large_columns_are_made_with_pyarrow_compute() -> None:
+    assert not tables._compute_pays(10) or "pyarrow.compute" in sys.modules
+    assert tables._compute_pays(1 << 16)
