@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from runstore.cli import COMMAND_MODULES, all_commands, main
+from runstore.cli._base import WITHOUT_NUMPY
 
 from .conftest import SAMPLE_RUNS, run_python
 
@@ -287,6 +288,16 @@ def test_a_command_that_only_reads_leaves_without_teardown_and_loses_no_output(
     done = _run_command("compact", str(root))
     assert done.returncode == 0, done.stderr
     assert "torn down" in done.stderr
+
+
+def test_the_commands_without_numpy_are_those_marked_reads_only() -> None:
+    # `run` decides before any command module is imported, so the set is written out.
+    marked = {
+        name
+        for name, command in all_commands().items()
+        if getattr(command.callback, "reads_only", False)
+    }
+    assert marked == WITHOUT_NUMPY
 
 
 def test_commands_that_only_print_what_they_read_load_no_numpy(tmp_path: Path) -> None:

@@ -128,6 +128,7 @@ def reads_only(command: _F) -> _F:
         _reads_only = True
         return command(*args, **kwargs)
 
+    marked.reads_only = True  # type: ignore[attr-defined]  # WITHOUT_NUMPY's test reads it
     return marked  # type: ignore[return-value]
 
 
