@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from runstore.cli import COMMAND_MODULES, all_commands, main
-from runstore.cli._base import WITHOUT_NUMPY
+from runstore.cli._base import LEAN_COMMANDS
 
 from .conftest import SAMPLE_RUNS, run_python
 
@@ -297,7 +297,7 @@ def test_the_commands_without_numpy_are_those_marked_reads_only() -> None:
         for name, command in all_commands().items()
         if getattr(command.callback, "reads_only", False)
     }
-    assert marked == WITHOUT_NUMPY
+    assert marked == LEAN_COMMANDS
 
 
 def test_commands_that_only_print_what_they_read_load_no_numpy(tmp_path: Path) -> None:
@@ -326,6 +326,55 @@ def test_commands_that_only_print_what_they_read_load_no_numpy(tmp_path: Path) -
         assert not loaded, (args, loaded[:5])
     assert len(json.loads((tmp_path / "out.json").read_text())) > 10
     assert pq.read_table(tmp_path / "out.parquet").num_rows > 10
+
+
+def _collections_in(
+    args: list[str], stdin: str = "", *, lean: bool = True
+) -> tuple[int, bool, int]:
+    """`runstore ARGS` through `run`: the cycle collector's rounds once `run` started,
+    whether it was on at the end, and how many objects it had frozen out. `lean=False`:
+    as if the command were not one of `LEAN_COMMANDS`."""
+    code = (
+        "import gc, os, sys\n"
+        "rounds = []\n"
+        "gc.callbacks.append(lambda phase, info: phase == 'start' and rounds.append(1))\n"
+        "from runstore.cli import _base, run\n"
+        f"_base.LEAN_COMMANDS = frozenset() if {not lean} else _base.LEAN_COMMANDS\n"
+        "exit = os._exit\n"
+        "def report(code):\n"
+        "    print(len(rounds), gc.isenabled(), gc.get_freeze_count(), file=sys.stderr)\n"
+        "    exit(code)\n"
+        "os._exit = report\n"
+        "rounds.clear()\n"
+        f"sys.argv = ['runstore', *{args!r}]\n"
+        "run()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], input=stdin, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    rounds, enabled, frozen = done.stderr.split()[-3:]
+    return int(rounds), enabled == "True", int(frozen)
+
+
+def test_a_lean_command_runs_with_the_cycle_collector_paused_until_it_settles(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "runs"
+    for number in range(3):
+        shutil.copytree(SAMPLE_RUNS / "demo-train", root / f"run-{number}")
+    query = "SELECT run_id, value FROM latest_metrics WHERE key = 'loss' ORDER BY value"
+    # One query: importing DuckDB and pyarrow and reading the runs take dozens of rounds
+    # unless the collector is paused.
+    one_query = ["sql", str(root), query, "--format", "csv"]
+    assert _collections_in(one_query) == (0, False, 0)
+    assert _collections_in(one_query, lean=False)[0] > 10
+    assert _collections_in(["ls", str(root)])[:2] == (0, False)
+    # A script goes on after its start: the collector is on again, what was made at
+    # the start frozen out of its rounds.
+    script = f"{query};\nSELECT count(*) FROM runs;\n"
+    _, enabled, frozen = _collections_in(["sql", str(root), "--format", "csv"], stdin=script)
+    assert enabled and frozen > 10_000
 
 
 def test_output_file_is_replaced_only_by_a_whole_result(tmp_path: Path) -> None:

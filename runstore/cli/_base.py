@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 import importlib
 import os
 import sys
@@ -128,29 +129,38 @@ def reads_only(command: _F) -> _F:
         _reads_only = True
         return command(*args, **kwargs)
 
-    marked.reads_only = True  # type: ignore[attr-defined]  # WITHOUT_NUMPY's test reads it
+    marked.reads_only = True  # type: ignore[attr-defined]  # LEAN_COMMANDS's test reads it
     return marked  # type: ignore[return-value]
 
 
-#: The commands that only print what they read (each marked `reads_only` too). pyarrow
-#: imports numpy wherever it is installed, and nothing these commands do hands numpy a
-#: value: `run` hides it from them (70-100 ms and a pool of BLAS threads, a sixth of a
-#: fresh `runstore sql`).
-WITHOUT_NUMPY: Final = frozenset({"ls", "show", "sql"})
+#: The commands that only print what they read (each marked `reads_only` too), which
+#: `run` starts lean:
+#: - pyarrow imports numpy wherever it is installed, and nothing these commands do hands
+#:   numpy a value: `run` hides it (70-100 ms and a pool of BLAS threads, a sixth of a
+#:   fresh `runstore sql`);
+#: - the modules they import and the runs they read first are objects that live as
+#:   long as the process; the cycle collector would go over them again and again as
+#:   they pile up (~60 rounds, 25-45 ms of a fresh `runstore sql`): `run` pauses it,
+#:   and a command that goes on once started (`sql`'s prompt or script) calls
+#:   `settled`. A command that prints and ends never needs it: its cycles die with
+#:   the process a moment later.
+LEAN_COMMANDS: Final = frozenset({"ls", "show", "sql"})
 
 
 def run() -> None:
     """The `runstore` command (and `python -m runstore`).
 
-    After a command that only reads, the process leaves once its output is flushed,
-    without tearing the interpreter down: freeing DuckDB, Arrow and every module takes
-    ~50 ms, a tenth of a fresh `runstore sql`, for memory the system takes back anyway.
-    Exit codes are click's, as with `main()`."""
-    if sys.argv[1:2] and sys.argv[1] in WITHOUT_NUMPY:
+    A command of `LEAN_COMMANDS` starts without numpy and with the cycle collector
+    paused (see there). After a command that only reads, the process leaves once its
+    output is flushed, without tearing the interpreter down: freeing DuckDB, Arrow and
+    every module takes ~50 ms, a tenth of a fresh `runstore sql`, for memory the system
+    takes back anyway. Exit codes are click's, as with `main()`."""
+    if sys.argv[1:2] and sys.argv[1] in LEAN_COMMANDS:
         # What Python does for a module that is not installed: `import numpy` raises
         # ImportError, and pyarrow goes on without it. Set before anything imports
         # pyarrow (`runstore.cli` does not); a numpy already loaded is left as it is.
         sys.modules.setdefault("numpy", None)  # type: ignore[arg-type]
+        _pause_collector()
     try:
         main(prog_name="runstore")
     except SystemExit as done:
@@ -163,6 +173,28 @@ def run() -> None:
         except (OSError, ValueError):  # a closed pipe (click closes it): as Python exits
             raise done from None
         os._exit(code)
+
+
+#: Whether `run` paused the cycle collector for the command it runs.
+_collector_paused = False
+
+
+def _pause_collector() -> None:
+    global _collector_paused
+    if gc.isenabled():
+        gc.disable()
+        _collector_paused = True
+
+
+def settled() -> None:
+    """A lean command is done starting and goes on for a while (a prompt, a script):
+    the cycle collector `run` paused runs again, leaving out of its rounds what exists
+    now (`gc.freeze`: mostly modules, which live as long as the process)."""
+    global _collector_paused
+    if _collector_paused:
+        _collector_paused = False
+        gc.freeze()
+        gc.enable()
 
 
 _SINCE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

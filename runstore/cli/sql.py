@@ -13,7 +13,7 @@ import click
 from .._durable import replacing
 from .._output import FORMATS, write_result
 from ..errors import QueryError, RunstoreError
-from ._base import _console, main, reads_only
+from ._base import _console, main, reads_only, settled
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -188,6 +188,8 @@ def sql_command(
         )
     with store, warnings.catch_warnings():
         warnings.simplefilter("ignore", RunstoreWarning)
+        if query is None:
+            settled()  # a prompt or a script goes on for a while
         if query is None and (interactive or sys.stdin.isatty()):
             _repl(store, fmt, max_rows, _console())
             return
