@@ -20,6 +20,7 @@ from typing import Final, NamedTuple
 
 import pyarrow as pa
 
+from ._regular import read_regular
 from .archive import RunDir, with_run_id
 from .errors import RunstoreError
 from .format import RECORD_FIELDS, STREAMS, SegmentName
@@ -28,7 +29,7 @@ from .reader import RunData, read_run, read_segments
 from .segments import check_sealed
 from .tables import BAD_VALUES, repeat_each, safe_table, table_of_batches
 
-__all__ = ["LiveRun", "LiveTable", "joined", "read_live"]
+__all__ = ["LiveRun", "LiveTable", "add_streams", "joined", "read_live"]
 
 #: Bytes of live segments decoded before a batch is converted: what one look holds as
 #: Python objects at most, beyond one segment larger than this.
@@ -77,9 +78,14 @@ class _Read(NamedTuple):
 _Cache = dict[Path, _Read]
 
 
+#: Tells one reading of a run from the next (`LiveRun.version`).
+_versions = itertools.count()
+
+
 @dataclass
 class LiveRun:
-    """A run read from its directory, kept between looks."""
+    """A run read from its directory, kept between looks: its manifests, and the
+    streams some look asked for (a query of `runs` needs none of them)."""
 
     signature: tuple[int, ...]
     run: RunData
@@ -91,17 +97,22 @@ class LiveRun:
     #: By stream, each segment as last read, with the problems found in it.
     caches: dict[str, _Cache]
     # Tells one reading from the next, so the live tables are re-registered only when
-    # some run was read again.
-    version: int = field(default_factory=itertools.count().__next__)
+    # some run was read again (or a stream added).
+    version: int = field(default_factory=_versions.__next__)
 
 
 def read_live(
-    run_dirs: Iterable[RunDir], previous: dict[str, LiveRun], problems: list[str]
+    run_dirs: Iterable[RunDir],
+    previous: dict[str, LiveRun],
+    problems: list[str],
+    streams: Iterable[str] = STREAMS,
 ) -> dict[str, LiveRun]:
-    """The runs of `run_dirs` by directory name: a finished run unchanged since
-    `previous` (the last look) as it was, any other read again, its live segments only
-    if they changed. A run whose manifest cannot be read is a problem, left out."""
-    batches = {stream: _Batch(stream) for stream in STREAMS}
+    """The runs of `run_dirs` by directory name, with `streams` read: a finished run
+    unchanged since `previous` (the last look) as it was (any of `streams` it lacks
+    added), any other read again, its live segments only if they changed. A run whose
+    manifest cannot be read is a problem, left out."""
+    streams = tuple(streams)
+    batches = {stream: _Batch(stream) for stream in streams}
     runs: dict[str, LiveRun] = {}
     with _collector_paused():
         for run_dir in run_dirs:
@@ -109,6 +120,27 @@ def read_live(
         for batch in batches.values():
             batch.convert()
     return runs
+
+
+def add_streams(runs: Iterable[LiveRun], streams: Iterable[str]) -> None:
+    """Read each of `streams` that a run of `runs` lacks, as it is now: a look that
+    read fewer streams than a later query of the same snapshot needs."""
+    batches = {stream: _Batch(stream) for stream in streams}
+    with _collector_paused():
+        for run in runs:
+            _add_streams(run, batches)
+        for batch in batches.values():
+            batch.convert()
+
+
+def _add_streams(live: LiveRun, batches: dict[str, _Batch]) -> None:
+    missing = [stream for stream in batches if stream not in live.tables]
+    for stream in missing:
+        live.tables[stream], live.sealed[stream] = _read_stream(
+            live.run, live.caches[stream], batches[stream]
+        )
+    if missing:
+        live.version = next(_versions)
 
 
 @contextlib.contextmanager
@@ -136,6 +168,7 @@ def _read_run(
 ) -> None:
     """One run into `runs`: as it was if finished and unchanged, else read again."""
     if cached is not None and cached.final and cached.signature == run_dir.signature:
+        _add_streams(cached, batches)
         runs[run_dir.name] = cached
         return
     try:
@@ -147,10 +180,9 @@ def _read_run(
         caches: dict[str, _Cache] = {stream: {} for stream in STREAMS}
     else:
         caches = cached.caches
-    tables, sealed = {}, {}
-    for stream in STREAMS:
-        tables[stream], sealed[stream] = _read_stream(run, caches[stream], batches[stream])
-    runs[run_dir.name] = LiveRun(run_dir.signature, run, run.final, tables, sealed, caches)
+    live = LiveRun(run_dir.signature, run, run.final, {}, {}, caches)
+    _add_streams(live, batches)
+    runs[run_dir.name] = live
 
 
 def _read_stream(run: RunData, cache: _Cache, batch: _Batch) -> tuple[list[LiveTable], list[str]]:
@@ -170,14 +202,14 @@ def _read_stream(run: RunData, cache: _Cache, batch: _Batch) -> tuple[list[LiveT
             sealed.append(str(path))
 
     def live(name: SegmentName, path: Path) -> LiveTable | None:
-        status = os.stat(path)
-        key = (status.st_size, status.st_mtime_ns)
         hit = cache.get(path)
-        if hit is not None and hit.key == key:
-            run.problems.extend(hit.problems)
-            return hit.records
-        with open(path, "rb") as handle:
-            data = handle.read()
+        if hit is not None:
+            status = os.stat(path)
+            if hit.key == (status.st_size, status.st_mtime_ns):
+                run.problems.extend(hit.problems)
+                return hit.records
+        data, status = read_regular(path)
+        key = (status.st_size, status.st_mtime_ns)  # as opened: the data hold no less
         batch.add(_Segment(path, key, name.writer, run, cache, tables), data)
         return None
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final
@@ -35,7 +35,7 @@ import orjson
 
 from .errors import QueryError
 
-__all__ = ["Deadline", "QueryLimits", "check_read_only"]
+__all__ = ["Deadline", "QueryLimits", "check_read_only", "tables_named"]
 
 #: Table functions that run SQL given as a string or a serialized plan: the string is
 #: not part of the checked tree, so they are refused, whatever it holds.
@@ -157,6 +157,42 @@ def _check_select(text: str, parser: duckdb.DuckDBPyConnection) -> None:
                     f"refused: {table!r} names a file, which confined SQL does not read; "
                     "query the views (runs, metrics, ...) instead"
                 )
+
+
+def tables_named(
+    query: str, parser: duckdb.DuckDBPyConnection, *, tables: Collection[str] = ()
+) -> frozenset[str] | None:
+    """The tables and views the SELECT `query` reads by name (lower case), or None when
+    that cannot be told from its text: not one plain SELECT, a table of another schema,
+    or a table function that is not one of those that read no table (a macro,
+    `query()`, a file reader). Its common table expressions are left out, unless named
+    like one of `tables` (`WITH events AS (SELECT ... FROM events)` reads the table).
+    Parsed only, never bound: the names need not exist."""
+    try:  # fetched to the end: the connection may be a store's, with work to do next
+        (row,) = parser.execute("SELECT json_serialize_sql(?)", [query]).fetchall()
+    except duckdb.Error:
+        return None
+    tree = orjson.loads(row[0])
+    statements = tree.get("statements")
+    if tree.get("error") or not isinstance(statements, list) or len(statements) != 1:
+        return None
+    names: set[str] = set()
+    ctes: set[str] = set()
+    for node in _nodes(tree):
+        kind = node.get("type")
+        if kind == "BASE_TABLE":
+            if node.get("schema_name") not in ("", "main") or node.get("catalog_name"):
+                return None
+            names.add(str(node.get("table_name")).lower())
+        elif kind == "TABLE_FUNCTION":
+            function = node.get("function")
+            called = function.get("function_name") if isinstance(function, dict) else None
+            if not _table_function_allowed(called):
+                return None
+        cte_map = node.get("cte_map")
+        if isinstance(cte_map, dict):
+            ctes.update(str(entry.get("key")).lower() for entry in cte_map.get("map", ()))
+    return frozenset(names - (ctes - set(tables)))
 
 
 def _table_function_allowed(name: object) -> bool:

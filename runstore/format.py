@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
 from ._exact import validate
+from ._regular import read_regular
 from .errors import FormatVersionError, ManifestError
 
 if TYPE_CHECKING:
@@ -371,8 +372,7 @@ def parse_manifest(model: type[_M], data: object, where: Path | str) -> _M:
 
 def _load_manifest(model: type[_M], path: Path | str) -> _M:
     try:
-        with open(path, "rb") as handle:  # not Path.read_bytes: half the time, per run
-            raw = handle.read()
+        raw, _ = read_regular(path)  # a FIFO in a manifest's place would block `open`
     except FileNotFoundError:
         raise ManifestError(f"{path}: missing; this is not a runstore run directory") from None
     except OSError as exc:
@@ -388,7 +388,7 @@ def _load_manifest(model: type[_M], path: Path | str) -> _M:
 
 def load_run_manifest(run_dir: Path) -> RunManifest:
     """The run's manifest; `ManifestError`/`FormatVersionError` say what is wrong."""
-    return _load_manifest(RunManifest, run_dir / RUN_MANIFEST)
+    return _load_manifest(RunManifest, os.path.join(run_dir, RUN_MANIFEST))
 
 
 def load_writer_manifest(path: Path | str) -> WriterManifest:

@@ -218,15 +218,22 @@ def _restore_special(values: list[Any], special: list[Any]) -> str | None:
     return None
 
 
+#: The fields a line of each stream may hold.
+_LINE_FIELDS: Final = {
+    stream: frozenset(fields) | ({SPECIAL} if stream == METRICS else set())
+    for stream, fields in RECORD_FIELDS.items()
+}
+
+
 def _line_problem(stream: str, line: dict[str, Any]) -> str | None:
     """Why a parsed line is not a batch of `stream` records, or None if it is."""
     fields = RECORD_FIELDS[stream]
     seqs = line.get("seq")
     if type(seqs) is not list:
         return f"not a line of {stream} records"
-    extra = set(line) - set(fields) - ({SPECIAL} if stream == METRICS else set())
-    if extra:
-        return f"not a line of {stream} records (unknown field {sorted(extra)[0]!r})"
+    if not line.keys() <= _LINE_FIELDS[stream]:
+        extra = sorted(line.keys() - _LINE_FIELDS[stream])
+        return f"not a line of {stream} records (unknown field {extra[0]!r})"
     for name in fields:
         column = line.get(name)
         if type(column) is not list or len(column) != len(seqs):

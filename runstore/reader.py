@@ -364,9 +364,13 @@ def decode_metric(value: float | None, kind: str, text: str | None) -> Any:
 
 
 def _info(path: Path, cls: type[RunInfo]) -> RunInfo:
-    if not path.is_dir():
-        raise RunDirectoryError(f"{path}: no such run directory")
-    manifest = load_run_manifest(path)
+    try:
+        manifest = load_run_manifest(path)
+    except ManifestError:
+        # Asked only then: a store reads thousands of runs, each found as a folder.
+        if not path.is_dir():
+            raise RunDirectoryError(f"{path}: no such run directory") from None
+        raise
     problems: list[str] = []
     writers = _read_writers(path, problems)
     return cls(path, manifest, writers, derive_status(manifest, writers), problems)

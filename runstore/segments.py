@@ -13,6 +13,7 @@ from typing import Any, Final
 import pyarrow as pa
 
 from ._durable import fsync_dir
+from ._regular import read_regular
 from .format import (
     SCHEMAS,
     SEALED_SUFFIX,
@@ -43,7 +44,7 @@ def read_segment(stream: str, path: Path, writer: str) -> tuple[pa.Table, list[s
     problems: list[str] = []
     if path.suffix == SEALED_SUFFIX:
         return _read_parquet(stream, path, problems), problems
-    data = path.read_bytes()
+    data, _ = read_regular(path)
     decoded = decode_lines(stream, data, where=str(path))
     problems.extend(decoded.problems)
     return safe_table(stream, writer, decoded.columns, str(path), problems), problems

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runstore import QueryError, QueryLimits, Store, open_run
-from runstore.confinement import check_read_only
+from runstore.confinement import check_read_only, tables_named
 
 from .test_query import make_run, rows
 
@@ -235,3 +235,29 @@ def test_confined_sql_reads_files_only_through_the_views(confined_root: Path) ->
         assert rows(store, "SELECT count(*) FROM range(3), unnest([1, 2])") == [(6,)]
         assert rows(store, "SELECT count(*) > 0 FROM duckdb_views()") == [(True,)]
         assert rows(store, "WITH x AS (SELECT 1 AS one) SELECT one FROM x") == [(1,)]
+
+
+@pytest.mark.parametrize(
+    ("query", "names"),
+    [
+        ("SELECT 1", frozenset()),
+        ("FROM Metrics m JOIN main.runs USING (run_id)", frozenset({"metrics", "runs"})),
+        ("SELECT (SELECT max(value) FROM metrics) FROM range(3)", frozenset({"metrics"})),
+        ("WITH t AS (SELECT * FROM events) SELECT * FROM t", frozenset({"events"})),
+        ("WITH events AS (SELECT * FROM events) FROM events", frozenset({"events"})),
+        ("SELECT * FROM duckdb_tables()", frozenset()),
+        ("SELECT * FROM read_parquet('x.parquet')", None),  # a file, not a view
+        ("SELECT * FROM query('SELECT * FROM events')", None),  # SQL as text
+        ("SELECT * FROM my_macro()", None),
+        ("SELECT * FROM other.metrics", None),
+        ("SELECT 1; SELECT 2", None),
+        ("CREATE VIEW v AS SELECT 1", None),
+        ("SELEC nothing", None),
+    ],
+)
+def test_tables_named_by_a_select_are_told_from_its_text_alone(
+    query: str, names: frozenset[str] | None
+) -> None:
+    parser = duckdb.connect()  # holds none of these tables: parsed, never bound
+    assert tables_named(query, parser, tables=("events",)) == names
+    assert parser.execute("SELECT 42").fetchall() == [(42,)]  # nothing left unfinished

@@ -161,6 +161,7 @@ def test_a_damaged_segment_breaks_nothing_but_itself(root: Path, damage: str) ->
             assert counts is not None and counts.fetchall() == [("bad", 1), ("good", 1)]
             nulls = store.sql("SELECT count(*) FROM metrics WHERE key IS NULL OR writer IS NULL")
             assert nulls is not None and nulls.fetchall() == [(0,)]
+            store.refresh()  # every stream: a query's look reads those it needs only
             if where:
                 assert any(where in problem for problem in store.problems)
 
@@ -196,6 +197,7 @@ _MANIFESTS: dict[str, Callable[[Path], None]] = {
     "not JSON": lambda m: m.write_bytes(b"{nope"),
     "malformed": lambda m: m.write_bytes(b'{"format_version": 1, "run_id": 5}'),
     "of a future format": lambda m: m.write_bytes(b'{"format_version": 99, "run_id": "x"}'),
+    "a FIFO": lambda m: (m.unlink(), os.mkfifo(m)),  # opened for reading, it would block
 }
 
 
@@ -220,6 +222,29 @@ def test_a_damaged_run_json_is_an_error_for_tail_and_a_warning_for_sql(
     listed = _cli("ls", str(root))
     assert listed.returncode == 0 and "good" in listed.stdout
     assert "run.json" in listed.stderr
+
+
+def test_a_fifo_in_a_writer_manifests_place_blocks_no_reader(root: Path) -> None:
+    # `open()` of a FIFO for reading waits for a writer: once, `runstore sql` hung here.
+    _make(root, "good")
+    bad = _make(root, "bad")
+    os.mkfifo(bad / "writers" / "wfifo.json")
+    refused = r"wfifo\.json: cannot be read \(not a regular file\)"
+    with pytest.warns(RunstoreWarning, match=refused), Store(root) as store:
+        runs = store.sql("SELECT run_id, status FROM runs ORDER BY 1")
+        assert runs is not None
+        assert runs.fetchall() == [("bad", "completed"), ("good", "completed")]
+    run = read_run(bad)
+    assert run.status == "completed" and any("wfifo.json" in p for p in run.problems)
+    listed = _cli("ls", str(root), timeout=20)  # `ls` lists runs, not their problems
+    assert listed.returncode == 0 and "bad" in listed.stdout, listed.stderr
+    shown = _cli("show", str(bad), timeout=20)  # its problems, with the run
+    assert shown.returncode == 0 and "wfifo.json: cannot be read" in shown.stdout, shown.stderr
+    done = _cli("sql", str(root), "SELECT 1", timeout=20)
+    assert done.returncode == 0 and "wfifo.json: cannot be read" in done.stderr, done.stderr
+    tailed = _cli("tail", str(bad), "--from-start", "--json", timeout=20)
+    assert tailed.returncode == 0, tailed.stderr
+    assert compact(root) is not None
 
 
 def test_leftover_temp_files_of_a_dead_writer_are_removed_by_compaction(root: Path) -> None:

@@ -73,3 +73,27 @@ def test_a_large_batch_is_cut_into_lines_that_decode_to_the_batch() -> None:
     decoded = decode_lines(METRICS, b"".join(lines))
     assert decoded.columns["seq"] == list(range(count))
     assert decoded.columns["values"][-1] == {"loss": (count - 1) / 7}
+
+
+def test_a_line_that_is_not_a_batch_of_records_is_named_and_skipped() -> None:
+    good = progress_line(1)
+    line = orjson.loads(good)
+    bad = [
+        ({**line, "extra": [1]}, "unknown field 'extra'"),
+        ({**line, "special": [None]}, "unknown field 'special'"),  # metrics' only
+        ({k: v for k, v in line.items() if k != "total"}, "field 'total' missing"),
+        ({**line, "current": [1.0, 2.0]}, "field 'current' missing or of another length"),
+        ({**line, "seq": 1}, "not a line of progress records"),
+    ]
+    blob = b"".join(orjson.dumps(one) + b"\n" for one, _ in bad) + progress_line(2)
+    decoded = decode_lines(PROGRESS, blob, where="seg")
+    assert decoded.columns["seq"] == [2]
+    assert len(decoded.problems) == len(bad)
+    for problem, (_, expected) in zip(decoded.problems, bad, strict=True):
+        assert expected in problem and problem.startswith("seg byte ")
+    # Metrics lines may hold `special` (the non-finite values), and nothing else extra.
+    metrics = orjson.dumps({"ts_ns": [1], "seq": [1], "category": ["c"], "values": [{}]})
+    extra = metrics[:-1] + b',"more":[1]}\n'
+    decoded = decode_lines(METRICS, metrics + b"\n" + extra, where="seg")
+    assert decoded.columns["seq"] == [1]
+    assert len(decoded.problems) == 1 and "unknown field 'more'" in decoded.problems[0]

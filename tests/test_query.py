@@ -210,6 +210,76 @@ def test_opening_a_store_reads_nothing_and_its_first_query_looks_once(
         assert "runs" in {row[0] for row in store.connection.sql("SHOW TABLES").fetchall()}
 
 
+def _segments_read(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The streams of the live segments a store reads from now on, one entry a read."""
+    import runstore._live
+
+    read: list[str] = []
+    original = runstore._live.read_regular
+
+    def spying(path: Path) -> tuple[bytes, object]:
+        read.append(Path(path).parent.name)
+        return original(path)
+
+    monkeypatch.setattr(runstore._live, "read_regular", spying)
+    return read
+
+
+def test_a_query_looks_only_at_the_streams_of_the_views_it_names(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_run(root, "a")
+    make_run(root, "b")
+    read = _segments_read(monkeypatch)
+    with Store(root) as store:
+        assert rows(store, "SELECT count(*) FROM runs JOIN writers USING (run_id)") == [(2,)]
+        assert read == []  # manifests only
+        query = "WITH m AS (SELECT * FROM latest_metrics) SELECT count(*) FROM m"
+        assert rows(store, query) == [(4,)]
+        assert sorted(read) == ["metrics", "metrics"]
+        assert rows(store, "SELECT count(*) FROM messages") == [(4,)]
+        assert sorted(read) == ["events", "events", "metrics", "metrics"]
+        # Finished runs keep what was read: a query of all views reads only progress.
+        counts = (
+            "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM progress), "
+            "(SELECT count(*) FROM metrics)"
+        )
+        assert rows(store, counts) == [(6, 10, 20)]
+        assert sorted(read).count("progress") == 2 and len(read) == 6
+
+
+def test_a_query_the_store_cannot_tell_reads_every_stream(root: Path) -> None:
+    # A running run: a look that does not read a stream of it leaves that stream out.
+    ctx = make_run(root, "live", steps=3, finish=False)
+    with Store(root) as store:
+        store.sql("CREATE VIEW mine AS SELECT * FROM events")
+        assert rows(store, "SELECT count(*) FROM runs") == [(1,)]  # reads no stream
+        assert rows(store, "SELECT count(*) FROM mine") == [(2,)]
+        assert rows(store, "SELECT count(*) FROM runs") == [(1,)]
+        shadowing = "WITH events AS (SELECT * FROM events WHERE level = 'success') "
+        assert rows(store, shadowing + "SELECT count(*) FROM events") == [(1,)]
+        assert rows(store, "SELECT count(*) FROM runs") == [(1,)]
+        two = "SELECT count(*) FROM metrics; SELECT count(*) FROM progress"
+        assert rows(store, two) == [(3,)]  # the last statement's result
+    ctx.end_log()
+    ctx.close()
+
+
+def test_a_snapshot_after_a_query_adds_the_streams_that_query_did_not_read(
+    root: Path,
+) -> None:
+    ctx = make_run(root, "live", steps=3, finish=False)
+    with Store(root) as store:
+        assert rows(store, "SELECT count(*) FROM runs") == [(1,)]  # reads no stream
+        with store.snapshot(max_age=60):  # that look serves, with every stream added
+            ctx.set_metrics({"loss": 0.01}, "train")
+            ctx.flush()
+            assert rows(store, "SELECT count(*) FROM metrics") == [(6,)]
+        assert rows(store, "SELECT count(*) FROM metrics") == [(7,)]
+    ctx.end_log()
+    ctx.close()
+
+
 def test_a_torn_last_line_is_skipped_silently(root: Path) -> None:
     ctx = make_run(root, "torn", steps=2, finish=False)
     segment = next((ctx.run_dir / "streams" / "metrics").glob("*.jsonl"))

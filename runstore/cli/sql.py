@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import sys
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -18,7 +17,7 @@ from ._base import _console, main, reads_only, settled
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from ..query import Store
+    from ..query import QueryResult, Store
 
 _REPL_HELP = """\
 End a query with ';' (it may span lines). Views: runs, writers, events, messages,
@@ -32,8 +31,18 @@ dev_events, progress, metrics, latest_metrics, latest_progress (docs/sql.md).
 def _print_query(
     store: Store, query: str, fmt: str, out: IO[bytes], max_rows: int, console: Console | None
 ) -> None:
-    """Run a query and print its result; a table fetches no more rows than it shows."""
-    result = store.query(query, max_rows=max_rows if fmt == "table" and max_rows else None)
+    """Run a query and print its result."""
+    _print_result(store, _run_query(store, query, fmt, max_rows), fmt, out, console)
+
+
+def _run_query(store: Store, query: str, fmt: str, max_rows: int) -> QueryResult:
+    """A query's result; a table fetches no more rows than it shows."""
+    return store.query(query, max_rows=max_rows if fmt == "table" and max_rows else None)
+
+
+def _print_result(
+    store: Store, result: QueryResult, fmt: str, out: IO[bytes], console: Console | None
+) -> None:
     if not result.table.num_columns:  # a statement without a result
         return
     write_result(
@@ -164,13 +173,50 @@ def sql_command(
     import warnings
 
     from ..errors import RunstoreWarning
-    from ..query import COMPACT_HINT_RUNS, Store
+    from ..query import Store
 
     if fmt == "parquet" and output is None and sys.stdout.isatty():
         raise click.UsageError("Parquet is binary: pass --output FILE or redirect stdout")
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RunstoreWarning)  # printed below, once each
+        warnings.simplefilter("ignore", RunstoreWarning)  # printed by _report_look
         store = Store(root, confined=confined, archive=not no_archive)
+    with store, warnings.catch_warnings():
+        warnings.simplefilter("ignore", RunstoreWarning)
+        if query is not None:
+            # The query's own look at the root (it reads only the streams the query
+            # needs), then what that look found.
+            try:
+                result = _run_query(store, query, fmt, max_rows)
+            finally:
+                _report_look(store, root)
+            console = _console() if fmt == "table" else None  # rich only for a table
+            # --output is replaced only by a whole result: a query that fails leaves it
+            # as it was.
+            with replacing(output, durable=False) if output else contextlib.nullcontext() as file:
+                _print_result(store, result, fmt, file or sys.stdout.buffer, console)
+            return
+        _report_look(store, root)
+        settled()  # a prompt or a script goes on for a while
+        if interactive or sys.stdin.isatty():
+            _repl(store, fmt, max_rows, _console())
+            return
+        console = _console() if fmt == "table" else None
+        with replacing(output, durable=False) if output else contextlib.nullcontext() as file:
+            script = sys.stdin.read()
+            try:
+                statements = store.connection.extract_statements(script)
+            except Exception as exc:  # duckdb.ParserException
+                raise QueryError(f"SQL error: {str(exc).strip()}") from None
+            for statement in statements:
+                _print_query(
+                    store, statement.query, fmt, file or sys.stdout.buffer, max_rows, console
+                )
+
+
+def _report_look(store: Store, root: Path) -> None:
+    """What the store's look at the root found: damaged runs, runs to archive."""
+    from ..query import COMPACT_HINT_RUNS
+
     for problem in store.problems:
         click.echo(f"warning: {problem}", err=True)
     pending = store.pending_compaction
@@ -186,31 +232,3 @@ def sql_command(
             f"folders; `runstore compact {root}` makes queries over them faster",
             err=True,
         )
-    with store, warnings.catch_warnings():
-        warnings.simplefilter("ignore", RunstoreWarning)
-        if query is None:
-            settled()  # a prompt or a script goes on for a while
-        if query is None and (interactive or sys.stdin.isatty()):
-            _repl(store, fmt, max_rows, _console())
-            return
-        console = _console() if fmt == "table" else None  # rich only for a table
-        with contextlib.ExitStack() as stack:
-            # --output is replaced only by a whole result: a query that fails leaves it
-            # as it was.
-            out = (
-                sys.stdout.buffer
-                if output is None
-                else stack.enter_context(replacing(output, durable=False))
-            )
-            if query is not None:
-                # One look at the root for the warnings above and the query.
-                with store.snapshot(max_age=math.inf):
-                    _print_query(store, query, fmt, out, max_rows, console)
-                return
-            script = sys.stdin.read()
-            try:
-                statements = store.connection.extract_statements(script)
-            except Exception as exc:  # duckdb.ParserException
-                raise QueryError(f"SQL error: {str(exc).strip()}") from None
-            for statement in statements:
-                _print_query(store, statement.query, fmt, out, max_rows, console)
