@@ -286,8 +286,8 @@ class Store:
 
     def _look_for(self, query: str) -> None:
         """Before `query`: outside a snapshot, a look that reads the streams it needs
-        (a query of `runs` none: 1,000 short runs' first look in a third less time);
-        inside one, those streams added to the snapshot's look if it lacks them."""
+        (`latest_metrics` over 1,000 short runs: a third less than all three); inside
+        one, those streams added to the snapshot's look if it lacks them."""
         if not self._pinned:
             self._look(self._needs(query))
         elif self._streams != _ALL_STREAMS:
