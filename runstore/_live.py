@@ -111,26 +111,19 @@ def read_live(
     unchanged since `previous` (the last look) as it was (any of `streams` it lacks
     added), any other read again, its live segments only if they changed. A run whose
     manifest cannot be read is a problem, left out."""
-    streams = tuple(streams)
-    batches = {stream: _Batch(stream) for stream in streams}
     runs: dict[str, LiveRun] = {}
-    with _collector_paused():
+    with _batches(streams) as batches:
         for run_dir in run_dirs:
             _read_run(run_dir, previous.get(run_dir.name), runs, batches, problems)
-        for batch in batches.values():
-            batch.convert()
     return runs
 
 
 def add_streams(runs: Iterable[LiveRun], streams: Iterable[str]) -> None:
     """Read each of `streams` that a run of `runs` lacks, as it is now: a look that
     read fewer streams than a later query of the same snapshot needs."""
-    batches = {stream: _Batch(stream) for stream in streams}
-    with _collector_paused():
+    with _batches(streams) as batches:
         for run in runs:
             _add_streams(run, batches)
-        for batch in batches.values():
-            batch.convert()
 
 
 def _add_streams(live: LiveRun, batches: dict[str, _Batch]) -> None:
@@ -141,6 +134,16 @@ def _add_streams(live: LiveRun, batches: dict[str, _Batch]) -> None:
         )
     if missing:
         live.version = next(_versions)
+
+
+@contextlib.contextmanager
+def _batches(streams: Iterable[str]) -> Iterator[dict[str, _Batch]]:
+    """A batch a stream for one reading, converted when the block ends."""
+    batches = {stream: _Batch(stream) for stream in streams}
+    with _collector_paused():
+        yield batches
+        for batch in batches.values():
+            batch.convert()
 
 
 @contextlib.contextmanager

@@ -123,12 +123,26 @@ def _explained(text: str, parser: duckdb.DuckDBPyConnection) -> str:
     return inner
 
 
+def _serialized(text: str, parser: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+    """DuckDB's parse tree of `text` (`json_serialize_sql`; "error" set for anything but
+    SELECTs), fetched to the end: the connection may be a store's, with work to do
+    next. Raises `duckdb.Error`."""
+    (row,) = parser.execute("SELECT json_serialize_sql(?)", [text]).fetchall()
+    tree: dict[str, Any] = orjson.loads(row[0])
+    return tree
+
+
+def _table_function(node: dict[str, Any]) -> object:
+    """The name a TABLE_FUNCTION node calls (None if the tree holds none)."""
+    function = node.get("function")
+    return function.get("function_name") if isinstance(function, dict) else None
+
+
 def _check_select(text: str, parser: duckdb.DuckDBPyConnection) -> None:
     try:
-        row = parser.execute("SELECT json_serialize_sql(?)", [text]).fetchone()
+        tree = _serialized(text, parser)
     except duckdb.Error as exc:
         raise QueryError(f"SQL error: {str(exc).strip()}") from None
-    tree = orjson.loads(row[0]) if row is not None else {"error": True}
     if tree.get("error"):
         raise QueryError(
             "refused: confined SQL runs only plain SELECT queries, and this one cannot be "
@@ -143,8 +157,7 @@ def _check_select(text: str, parser: duckdb.DuckDBPyConnection) -> None:
                 "check; write the query itself"
             )
         if node.get("type") == "TABLE_FUNCTION":
-            function = node.get("function")
-            called = function.get("function_name") if isinstance(function, dict) else None
+            called = _table_function(node)
             if not _table_function_allowed(called):
                 raise QueryError(
                     f"refused: confined SQL calls no table function that could read files "
@@ -168,11 +181,10 @@ def tables_named(
     `query()`, a file reader). Its common table expressions are left out, unless named
     like one of `tables` (`WITH events AS (SELECT ... FROM events)` reads the table).
     Parsed only, never bound: the names need not exist."""
-    try:  # fetched to the end: the connection may be a store's, with work to do next
-        (row,) = parser.execute("SELECT json_serialize_sql(?)", [query]).fetchall()
+    try:
+        tree = _serialized(query, parser)
     except duckdb.Error:
         return None
-    tree = orjson.loads(row[0])
     statements = tree.get("statements")
     if tree.get("error") or not isinstance(statements, list) or len(statements) != 1:
         return None
@@ -184,11 +196,8 @@ def tables_named(
             if node.get("schema_name") not in ("", "main") or node.get("catalog_name"):
                 return None
             names.add(str(node.get("table_name")).lower())
-        elif kind == "TABLE_FUNCTION":
-            function = node.get("function")
-            called = function.get("function_name") if isinstance(function, dict) else None
-            if not _table_function_allowed(called):
-                return None
+        elif kind == "TABLE_FUNCTION" and not _table_function_allowed(_table_function(node)):
+            return None
         cte_map = node.get("cte_map")
         if isinstance(cte_map, dict):
             ctes.update(str(entry.get("key")).lower() for entry in cte_map.get("map", ()))

@@ -113,6 +113,17 @@ COMPACT_HINT_RUNS: Final = 200
 ARCHIVE_EVERY: Final = 60.0
 
 
+_K = TypeVar("_K")
+
+
+def _remember(cache: dict[_K, _T], key: _K, value: _T) -> _T:
+    """`value` kept under `key` in a cache of at most `_CHECKED_QUERIES` entries."""
+    if len(cache) >= _CHECKED_QUERIES:
+        cache.clear()
+    cache[key] = value
+    return value
+
+
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -186,6 +197,7 @@ class Store:
         self._live: dict[str, LiveRun] = {}
         #: The streams the last look read (and those added since, in a snapshot).
         self._streams: frozenset[str] = frozenset()
+        #: The archive parts and the archived runs left out of them, at the last look.
         self._view_args: tuple[list[str], list[str]] = ([], [])
         self._views_key: object = None
         self._live_key: object = None
@@ -303,9 +315,7 @@ class Store:
                 needs = _ALL_STREAMS
             else:
                 needs = frozenset().union(*(_VIEW_STREAMS[name] for name in names))
-            if len(self._streams_of) >= _CHECKED_QUERIES:
-                self._streams_of.clear()
-            self._streams_of[query] = needs
+            _remember(self._streams_of, query, needs)
         return needs
 
     def _add(self, streams: frozenset[str]) -> None:
@@ -318,7 +328,7 @@ class Store:
         add_streams(runs, sorted(missing))
         self._streams |= missing
         self._register_live()
-        self._define_views(*self._view_args)
+        self._define_views()
         found = [p for run, n in zip(runs, known, strict=True) for p in run.run.problems[n:]]
         self._report(self._problems + found)
 
@@ -357,7 +367,7 @@ class Store:
         self._streams = streams
         self._register_live()
         self._view_args = (parts, excluded)
-        self._define_views(parts, excluded)
+        self._define_views()
         self._report(problems)
 
     @contextlib.contextmanager
@@ -442,10 +452,7 @@ class Store:
             return query
         checked = self._checked.get(query)
         if checked is None:
-            checked = check_read_only(query, self._parser)
-            if len(self._checked) >= _CHECKED_QUERIES:
-                self._checked.clear()
-            self._checked[query] = checked
+            checked = _remember(self._checked, query, check_read_only(query, self._parser))
         return checked
 
     def _with_retry(self, run: Callable[[], _T]) -> _T:
@@ -533,7 +540,9 @@ class Store:
             problems.append(self._catalog_problem)
         return self._catalog
 
-    def _define_views(self, parts: list[str], excluded: list[str]) -> None:
+    def _define_views(self) -> None:
+        """The views over the archive parts and runs outside it of the last look."""
+        parts, excluded = self._view_args
         key = (tuple(parts), tuple(excluded), self._sealed_key)
         if key == self._views_key:
             return

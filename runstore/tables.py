@@ -454,8 +454,9 @@ def repeat_each(values: Sequence[str], counts: Sequence[int]) -> pa.Array:
         return pa.array(itertools.chain.from_iterable(repeated), pa.string(), size=ends[-1])
     import pyarrow.compute as pc  # made in C++
 
-    ends = pa.array(ends, pa.int64())
-    encoded = pa.RunEndEncodedArray.from_arrays(ends, pa.array([v for v, _ in kept], pa.string()))
+    encoded = pa.RunEndEncodedArray.from_arrays(
+        pa.array(ends, pa.int64()), pa.array([v for v, _ in kept], pa.string())
+    )
     decoded: pa.Array = pc.run_end_decode(encoded)
     return decoded
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -189,28 +190,38 @@ def sql_command(
                 result = _run_query(store, query, fmt, max_rows)
             finally:
                 _report_look(store, root)
-            console = _console() if fmt == "table" else None  # rich only for a table
-            # --output is replaced only by a whole result: a query that fails leaves it
-            # as it was.
-            with replacing(output, durable=False) if output else contextlib.nullcontext() as file:
-                _print_result(store, result, fmt, file or sys.stdout.buffer, console)
+            with _opened(output) as out:
+                _print_result(store, result, fmt, out, _table_console(fmt))
             return
         _report_look(store, root)
         settled()  # a prompt or a script goes on for a while
         if interactive or sys.stdin.isatty():
             _repl(store, fmt, max_rows, _console())
             return
-        console = _console() if fmt == "table" else None
-        with replacing(output, durable=False) if output else contextlib.nullcontext() as file:
+        with _opened(output) as out:
             script = sys.stdin.read()
             try:
                 statements = store.connection.extract_statements(script)
             except Exception as exc:  # duckdb.ParserException
                 raise QueryError(f"SQL error: {str(exc).strip()}") from None
+            console = _table_console(fmt)
             for statement in statements:
-                _print_query(
-                    store, statement.query, fmt, file or sys.stdout.buffer, max_rows, console
-                )
+                _print_query(store, statement.query, fmt, out, max_rows, console)
+
+
+@contextlib.contextmanager
+def _opened(output: Path | None) -> Iterator[IO[bytes]]:
+    """stdout, or `--output`, which is replaced only by a whole result: a query that
+    fails leaves it as it was."""
+    if output is None:
+        yield sys.stdout.buffer
+        return
+    with replacing(output, durable=False) as file:
+        yield file
+
+
+def _table_console(fmt: str) -> Console | None:
+    return _console() if fmt == "table" else None  # rich only for a table
 
 
 def _report_look(store: Store, root: Path) -> None:
