@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from ._durable import atomic_write_bytes
 from ._exact import validate
+from ._regular import read_regular
 from ._version import __version__
 from .errors import ManifestError, RunDirectoryError
 from .format import (
@@ -307,7 +308,7 @@ def load_catalog(root: Path) -> Catalog | None:
     """
     path = catalog_path(root)
     try:
-        raw = path.read_bytes()
+        raw, _ = read_regular(path)  # a FIFO in its place would block `read_bytes`
     except FileNotFoundError:
         return None
     except OSError as exc:

@@ -10,7 +10,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from runstore import ManifestError, attach_run, compact, open_run
+from runstore import ManifestError, RunstoreWarning, Store, attach_run, compact, open_run
 from runstore.archive import catalog_path, latest_select, load_catalog, scan_root, store_schema
 
 
@@ -62,6 +62,17 @@ def test_a_catalog_that_cannot_be_used_says_how_to_rebuild_it(
     with pytest.raises(ManifestError, match=message) as caught:
         load_catalog(tmp_path)
     assert "runstore compact" in str(caught.value)
+
+
+def test_a_fifo_in_the_catalogs_place_is_a_damaged_catalog_not_a_hang(tmp_path: Path) -> None:
+    _finished(tmp_path, "r")
+    compact(tmp_path)
+    catalog_path(tmp_path).unlink()
+    os.mkfifo(catalog_path(tmp_path))  # opened for reading, it would wait for a writer
+    with pytest.raises(ManifestError, match="cannot be read \\(not a regular file\\)"):
+        load_catalog(tmp_path)
+    with pytest.warns(RunstoreWarning, match="catalog"), Store(tmp_path) as store:
+        assert store.sql("SELECT run_id FROM runs").fetchall() == [("r",)]  # type: ignore[union-attr]
 
 
 def test_the_latest_record_is_the_newest_by_time_then_writer_then_seq() -> None:
